@@ -1,0 +1,54 @@
+# MatRIS-JAX.  On a fresh clone `make train` and `make test` install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+REF_VENV := .venv-ref
+REF_STAMP := $(REF_VENV)/.installed-stamp
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=2
+CONFIG ?= experiments/default.yaml
+
+.PHONY: help venv ref-env test test-all train bench-scaling bench-graph lint clean-venv
+
+help:
+	@echo "make train          install (.venv), train the default model on data/, write a bundle"
+	@echo "make test           install, then the default test suite (includes official-parity tests)"
+	@echo "make test-all       the default suite plus the slow tests"
+	@echo "make bench-scaling  cost vs atom count (benchmarks/)"
+	@echo "make lint           ruff"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The official PyTorch MatRIS (imports as `matris` too) lives in its own environment.
+$(REF_STAMP): tests/reference/setup_ref_env.sh
+	bash tests/reference/setup_ref_env.sh $(REF_VENV)
+	touch $(REF_STAMP)
+
+ref-env: $(REF_STAMP)
+
+test: venv ref-env
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: venv ref-env
+	$(PY) -m pytest -q
+
+train: venv
+	$(VENV)/bin/matris train $(CONFIG)
+
+bench-scaling: venv
+	$(PY) benchmarks/bench_scaling.py $(BENCH_ARGS)
+
+bench-graph: venv
+	$(PY) benchmarks/bench_graph.py
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks experiments
+
+clean-venv:
+	rm -rf $(VENV) $(REF_VENV)

@@ -1,0 +1,98 @@
+"""Input featurisation (spec 2.1-2.4): atoms, bonds and angles to 128-wide features."""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .basis import (
+    SPHERICAL_BESSEL_ROOTS,
+    BesselBasis,
+    FourierBasis,
+    legendre_harmonics,
+    spherical_bessel,
+)
+from .layers import Linear, Norm
+
+NUM_ELEMENTS = 94
+
+
+class AtomEmbedding(nn.Module):
+    """h0 = SiLU(A E[Z-1]).  numbers: [N] int (0 = padding) -> [N, d]."""
+
+    dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, numbers: jax.Array) -> jax.Array:
+        table = self.param(
+            "embedding", nn.initializers.normal(1.0), (NUM_ELEMENTS, self.dim), self.dtype
+        )
+        rows = table[jnp.clip(numbers - 1, 0, NUM_ELEMENTS - 1)]
+        return nn.silu(Linear(self.dim, dtype=self.dtype, name="linear")(rows))
+
+
+class BondEmbedding(nn.Module):
+    """b0 = SiLU(W3 LN(W2 W1 rho)), rho the Bessel basis at r_c; also returns rho and rho3.
+
+    d: [U] bond lengths -> (b0 [U, d], rho [U, K], rho3 [U, K]).
+    """
+
+    dim: int
+    num_radial: int
+    cutoff: float
+    three_body_cutoff: float
+    exponent: int
+    learnable: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, d: jax.Array):
+        kw = dict(num=self.num_radial, exponent=self.exponent, learnable=self.learnable,
+                  dtype=self.dtype)
+        rho = BesselBasis(cutoff=self.cutoff, name="rbf", **kw)(d)
+        rho3 = BesselBasis(cutoff=self.three_body_cutoff, name="rbf_three_body", **kw)(d)
+        x = Linear(self.dim, dtype=self.dtype, name="linear_1")(rho)
+        x = Linear(self.dim, dtype=self.dtype, name="linear_2")(x)
+        x = Norm("layer", 1e-5, self.dtype, name="norm")(x)
+        b0 = nn.silu(Linear(self.dim, dtype=self.dtype, name="linear_3")(x))
+        return b0, rho, rho3
+
+
+def spherical_radial_constants(cutoff: float) -> np.ndarray:
+    """sqrt(2/r_c^3) * j_l(z_ln x) at x = 1/r_c, the official unit-vector quirk (spec 2.4).
+
+    Returns [4, 4] (l, n) in float64.  See nn/basis.py for the roots.
+    """
+    x = 1.0 / cutoff
+    rows = [spherical_bessel(l, SPHERICAL_BESSEL_ROOTS[l] * x) for l in range(4)]
+    return math.sqrt(2.0 / cutoff**3) * np.stack(rows)
+
+
+class AngleEmbedding(nn.Module):
+    """t0 = SiLU(B2 B1 psi), psi the Fourier basis of theta or the spherical basis.
+
+    theta, cos_theta: [A] -> [A, d].
+    """
+
+    dim: int
+    basis: str
+    num_angular: int
+    cutoff: float
+    learnable: bool
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, theta: jax.Array, cos_theta: jax.Array) -> jax.Array:
+        if self.basis == "fourier":
+            psi = FourierBasis(self.num_angular, self.learnable, self.dtype, name="fourier")(theta)
+        else:
+            radial = jnp.asarray(spherical_radial_constants(self.cutoff), self.dtype)
+            ylm = legendre_harmonics(cos_theta)  # [A, 4]
+            psi = (radial[None, :, :] * ylm[:, :, None]).reshape(theta.shape[0], 16)
+        x = Linear(self.dim, dtype=self.dtype, name="linear_1")(psi)
+        return nn.silu(Linear(self.dim, dtype=self.dtype, name="linear_2")(x))

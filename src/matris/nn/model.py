@@ -1,0 +1,94 @@
+"""The MatRIS network: embeddings, interaction blocks (spec 4) and readout (spec 5)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..config import MatRISConfig
+from ..graph.types import GraphBatch
+from .attention import SeparableAttention
+from .embed import NUM_ELEMENTS, AngleEmbedding, AtomEmbedding, BondEmbedding
+from .geometry import angle_cosines, edge_vectors
+from .layers import MLP, Norm
+from .ops import polynomial_envelope, safe_norm
+from .refine import Refinement
+
+ARCCOS_SHRINK = 1.0 - 1e-6  # theta = arccos((1 - 1e-6) cos): finite gradient at +-1
+
+
+class InteractionBlock(nn.Module):
+    """Line attention -> atom attention -> line refinement -> atom refinement.
+
+    Arguments: h [N, dn], b [U, de], t [A, dt], rho / rho3 [U, K], the batch, and the
+    smooth-cutoff weights (w_edge [E], w_angle [A]) or None.  Returns (h, b, t).
+    """
+
+    config: MatRISConfig
+
+    @nn.compact
+    def __call__(self, h, b, t, rho, rho3, batch: GraphBatch, w_edge, w_angle):
+        c = self.config
+        dt = jnp.dtype(c.dtype)
+        kw = dict(norm=c.norm, eps=c.norm_eps, dtype=dt)
+        ctr, nbr, d2u = batch.centers, batch.neighbors, batch.edge_bond
+        bt, bs, ac = batch.angle_bond_t, batch.angle_bond_s, batch.angle_center
+        b, t = SeparableAttention(c.bond_dim, name="attn_line", **kw)(b, t, bt, bs, None, w_angle)
+        h, b = SeparableAttention(c.atom_dim, name="attn_atom", **kw)(h, b, ctr, nbr, d2u, w_edge)
+        line = Refinement((c.angle_dim, c.atom_dim, c.bond_dim, c.bond_dim), c.bond_dim,
+                          name="refine_line", **kw)
+        b, t = line(b, t, [(t, None), (h, ac), (b, bt), (b, bs)], rho3, (bt, bs), bt)
+        atom = Refinement((c.bond_dim, c.atom_dim, c.atom_dim), c.atom_dim,
+                          name="refine_atom", **kw)
+        h, b = atom(h, b, [(b, d2u), (h, ctr), (h, nbr)], rho, (d2u,), ctr, d2u)
+        return h, b, t
+
+
+class MatRIS(nn.Module):
+    """Per-atom energies (eV, reference included) and magnetic moments (muB).
+
+    __call__(batch, positions [N,3], cell [G,3,3]) -> {"energies": [N], "magmoms": [N]},
+    zero on padding atoms.  Positions and cell are passed separately from the batch so
+    that forces and stress can be taken as gradients with respect to them.
+    """
+
+    config: MatRISConfig
+
+    @nn.compact
+    def __call__(self, batch: GraphBatch, positions: jax.Array, cell: jax.Array):
+        c = self.config
+        dt = jnp.dtype(c.dtype)
+        positions, cell = positions.astype(dt), cell.astype(dt)
+        vec = edge_vectors(batch, positions, cell)
+        length = safe_norm(vec)
+        unit = vec / jnp.where(length > 0, length, 1.0)[:, None]
+        bond_length = length[batch.bond_edge]
+        cos_theta = angle_cosines(unit, batch.angle_edge_1, batch.angle_edge_2)
+        theta = jnp.arccos(ARCCOS_SHRINK * cos_theta)
+
+        h = AtomEmbedding(c.atom_dim, dt, name="atom_embedding")(batch.numbers)
+        b, rho, rho3 = BondEmbedding(
+            c.bond_dim, c.num_radial, c.cutoff, c.three_body_cutoff, c.envelope_exponent,
+            c.learnable_basis, dt, name="bond_embedding",
+        )(bond_length)
+        t = AngleEmbedding(c.angle_dim, c.angle_basis, c.num_angular, c.cutoff,
+                           c.learnable_basis, dt, name="angle_embedding")(theta, cos_theta)
+
+        w_edge = w_angle = None
+        if c.smooth:
+            w_edge = polynomial_envelope(length / c.cutoff, c.envelope_exponent)
+            w_bond3 = polynomial_envelope(bond_length / c.three_body_cutoff, c.envelope_exponent)
+            w_angle = w_bond3[batch.angle_bond_t] * w_bond3[batch.angle_bond_s]
+
+        block_cls = nn.remat(InteractionBlock) if c.remat else InteractionBlock
+        for k in range(c.num_layers):
+            h, b, t = block_cls(c, name=f"block_{k}")(h, b, t, rho, rho3, batch, w_edge, w_angle)
+
+        h_hat = Norm(c.norm, c.norm_eps, dt, name="readout_norm")(h)
+        energy = MLP(c.energy_hidden, 1, dt, name="energy_head")(h_hat)[:, 0]
+        magmom = jnp.abs(MLP(c.magmom_hidden, 1, dt, name="magmom_head")(h_hat)[:, 0])
+        reference = self.param("reference_energy", nn.initializers.zeros, (NUM_ELEMENTS,), dt)
+        energy = energy + reference[jnp.clip(batch.numbers - 1, 0, NUM_ELEMENTS - 1)]
+        mask = batch.node_mask
+        return {"energies": jnp.where(mask, energy, 0.0), "magmoms": jnp.where(mask, magmom, 0.0)}

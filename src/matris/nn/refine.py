@@ -1,0 +1,58 @@
+"""Refinement sub-layer (spec 4, steps 3 and 4): enveloped gated messages and bias-free FFNs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .layers import FFN, GatedMLP, Linear, Piece, residual
+from .ops import pair_mean, segment_sum
+
+
+class Refinement(nn.Module):
+    """f = G(pieces); n = sum_{rows into v} f * s; node += FFN_n(n); edge += FFN_e(f).
+
+    Call arguments (R rows):
+      node: [Nv, Dv] features receiving the messages; edge: [Ny, Dy] per-row features, or
+      per bond when y_index is given (atom graph: per-row deltas are folded back by the
+      mean of the two directions); pieces: inputs of G (see GatedMLP), rows R;
+      radial: [U, K] enveloped radial basis per bond; envelope_index: tuple of [R] bond
+      indices; the learnable envelope is s = prod_k (radial @ P)[envelope_index[k]];
+      tgt: [R] receiving node of each row.  Returns (node_new, edge_new).
+    """
+
+    in_dims: tuple[int, ...]
+    hidden: int
+    norm: str = "layer"
+    eps: float | None = None
+    smoothed_delta: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        node: jax.Array,
+        edge: jax.Array,
+        pieces: Sequence[Piece],
+        radial: jax.Array,
+        envelope_index: Sequence[jax.Array],
+        tgt: jax.Array,
+        y_index: jax.Array | None = None,
+    ):
+        dv, dy = node.shape[1], edge.shape[1]
+        f = GatedMLP(self.in_dims, self.hidden, dy, self.norm, self.eps, self.dtype,
+                     name="message_mlp")(pieces)
+        proj = Linear(dy, dtype=self.dtype, name="envelope")(radial)
+        s = proj[envelope_index[0]]
+        for index in envelope_index[1:]:
+            s = s * proj[index]
+        smoothed = f * s
+        n = segment_sum(smoothed, tgt, node.shape[0])
+        node_new = FFN(dv, self.dtype, name="node_ffn")(n) + residual(self, "node_res", node)
+        delta = FFN(dy, self.dtype, name="edge_ffn")(smoothed if self.smoothed_delta else f)
+        if y_index is not None:
+            delta = pair_mean(delta, y_index, edge.shape[0])
+        return node_new, delta + residual(self, "edge_res", edge)
