@@ -16,13 +16,20 @@ import os
 import platform
 import socket
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from ase.build import bulk
 
 from matris.graph.linegraph import angle_rows, pair_reverse_edges
-from matris.graph.neighbors import atom_graph, check_min_distance, model_cell, validate_atoms
+from matris.graph.neighbors import (
+    atom_graph,
+    check_image_count,
+    check_min_distance,
+    model_cell,
+    validate_atoms,
+)
 
 RC, R3 = 6.0, 4.0
 
@@ -41,6 +48,7 @@ def build_atom_graph(atoms):
     validate_atoms(atoms, check_distances=False)
     pos, pbc = atoms.positions, atoms.pbc
     cell = model_cell(atoms.cell.array, pbc, pos, RC)
+    check_image_count(cell, pbc, RC)
     centers, neighbors, shifts, vec = atom_graph(pos, cell, pbc, RC)
     check_min_distance(vec, centers, neighbors, shifts)
     return centers, neighbors, shifts, np.linalg.norm(vec, axis=1)
@@ -66,8 +74,8 @@ def run(sizes, repeats):
     for n in sizes:
         atoms = fe_supercell(n)
         reps = repeats if n <= 1024 else max(1, repeats - 1)
-        t_atom, (c, j, s, d) = best_time(lambda: build_atom_graph(atoms), reps)
-        t_line, (bond_edge, ang) = best_time(lambda: build_line_graph(n, c, j, s, d), reps)
+        t_atom, (c, j, s, d) = best_time(partial(build_atom_graph, atoms), reps)
+        t_line, (bond_edge, ang) = best_time(partial(build_line_graph, n, c, j, s, d), reps)
         rows.append({"atoms": n, "edges": len(c), "bonds": len(bond_edge),
                      "angles": len(ang["angle_center"]), "t_atom": t_atom, "t_line": t_line})
         print(f"{n} atoms: atom graph {t_atom:.3f} s, line graph {t_line:.3f} s", flush=True)

@@ -219,6 +219,8 @@ BAD = {
                               pbc=True), "closer than 0.1"),
     "self image": (Atoms("H", positions=[[0, 0, 0]], cell=np.diag([0.05, 3, 3]), pbc=True),
                    "closer than 0.1"),
+    "tiny periodic cell": (Atoms("H", positions=[[0, 0, 0]], cell=np.diag([1e-3, 1e-3, 3]),
+                                 pbc=True), "cell too small"),
     "Z=0": (Atoms(numbers=[0, 1], positions=[[0, 0, 0], [1, 0, 0]]), "atomic number 0"),
     "Z=95": (Atoms(numbers=[95], positions=[[0, 0, 0]]), "atomic number 95"),
     "empty": (Atoms(), "empty"),

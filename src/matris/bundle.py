@@ -24,15 +24,15 @@ DEFAULT_MODEL = "matris-jax-default"
 OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dict of arrays -> {"a/b/c": array}."""
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dict of leaves -> {"a/b/c": leaf}."""
     out: dict[str, np.ndarray] = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, dict):
             out.update(flatten(value, name))
         else:
-            out[name] = np.asarray(value)
+            out[name] = value
     return out
 
 
@@ -56,7 +56,7 @@ def save(model: Model, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (a ``.npz`` bundle), atomically.  Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"params/{k}": v for k, v in flatten(jax.device_get(model.params)).items()}
+    arrays = {f"params/{k}": np.asarray(v) for k, v in flatten(jax.device_get(model.params)).items()}
     arrays["__format__"] = _text(FORMAT)
     arrays["__config__"] = _text(json.dumps(model.config.to_dict()))
     arrays["__metadata__"] = _text(json.dumps(model.metadata, default=str))

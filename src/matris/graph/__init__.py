@@ -18,6 +18,8 @@ from .neighbors import (
     as_atoms,
     atom_graph,
     build_graph,
+    check_image_count,
+    check_min_distance,
     edge_vectors,
     model_cell,
     validate_atoms,
@@ -27,7 +29,8 @@ from .types import Budgets, GraphBatch, Targets
 __all__ = [
     "Budgets", "GraphBatch", "MAX_Z", "MIN_DISTANCE", "StructureGraph", "Targets",
     "angle_cosines", "angle_pairs", "angle_rows", "as_atoms", "atom_graph", "bucket",
-    "budgets_for", "build_graph", "check_fits", "edge_vectors", "graph_sizes",
+    "budgets_for", "build_graph", "check_fits", "check_image_count",
+    "check_min_distance", "edge_vectors", "graph_sizes",
     "iterate_batches", "model_cell", "pack", "pack_targets", "pair_reverse_edges",
     "training_budgets", "validate_atoms",
 ]

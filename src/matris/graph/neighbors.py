@@ -20,6 +20,7 @@ MAX_Z = 94
 _SCREEN_CUTOFF = 1.0  # A: neighbour search radius of the stand-alone distance check
 _SEARCH_PAD = 1e-6  # A: matscipy keeps d < cutoff; search a little further, then filter d <= rc
 _SINGULAR_TOL = 1e-6  # |det| / prod(lengths) (a sine) below which a set of vectors is singular
+_MAX_SELF_IMAGES = 1e5  # more periodic images of one atom within the cutoff = absurd cell
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +143,7 @@ def validate_atoms(atoms: ase.Atoms, label: str = "", check_distances: bool = Tr
               f"{cell.tolist()}")
     if check_distances:
         mcell = model_cell(cell, pbc, pos)
+        check_image_count(mcell, pbc, _SCREEN_CUTOFF, label)
         i, j, s = neighbour_list("ijS", positions=pos, cell=mcell, pbc=pbc,
                                  cutoff=max(_SCREEN_CUTOFF, MIN_DISTANCE))
         check_min_distance(edge_vectors(pos, mcell, i, j, s), i, j, s, label)
@@ -156,6 +158,20 @@ def check_min_distance(vectors, centers, neighbors, shifts, label: str = "") -> 
         image = np.asarray(shifts[e]).tolist()
         _fail(label, f"atoms {centers[e]} and {neighbors[e]} (image {image}) are {d[e]:.4g} A "
               f"apart, closer than {MIN_DISTANCE} A")
+
+
+def check_image_count(cell, pbc, cutoff: float, label: str = "") -> None:
+    """Raise before the neighbour search if the periodic cell is so small that one atom would
+    have more than _MAX_SELF_IMAGES images within the cutoff (k-ball volume / cell measure)."""
+    periodic = np.asarray(cell, np.float64)[np.asarray(pbc, bool)]
+    k = len(periodic)
+    if k == 0:
+        return
+    measure = np.sqrt(max(np.linalg.det(periodic @ periodic.T), 0.0))
+    ball = {1: 2.0 * cutoff, 2: np.pi * cutoff**2, 3: 4.0 / 3.0 * np.pi * cutoff**3}[k]
+    if ball > _MAX_SELF_IMAGES * measure:
+        _fail(label, f"periodic cell too small (measure {measure:.3g} A^{k}): about "
+              f"{ball / max(measure, 1e-300):.3g} images of each atom within {cutoff} A")
 
 
 def model_cell(cell, pbc, positions, cutoff: float = 6.0) -> np.ndarray:
@@ -217,6 +233,7 @@ def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
     pos = np.asarray(atoms.positions, np.float64)
     pbc = np.asarray(atoms.pbc, bool)
     cell = model_cell(atoms.cell.array, pbc, pos, cutoff)
+    check_image_count(cell, pbc, cutoff, label)
     centers, neighbors, shifts, vec = atom_graph(pos, cell, pbc, cutoff)
     check_min_distance(vec, centers, neighbors, shifts, label)
     edge_bond, bond_edge = pair_reverse_edges(centers, neighbors, shifts, label)

@@ -1,0 +1,20 @@
+"""Test-wide set-up: two forced CPU devices (multi-device tests) and float64 available.
+
+XLA_FLAGS must be set before jax is imported anywhere, hence here.  x64 is enabled so float64
+tests can run; the model casts every input to its configured dtype, so float32 paths stay
+float32 (a test checks the output dtype).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
