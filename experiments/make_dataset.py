@@ -74,22 +74,22 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------
 # generation settings (the defaults ARE the shipped data set)
 # ----------------------------------------------------------------------------
-RELAX_STEPS = 20  # FIRE + FrechetCellFilter steps after the E-V scan
+RELAX_STEPS = 12  # FIRE + FrechetCellFilter steps after the E-V scan
 RELAX_FMAX = 0.02
 EOS_SCALES = (0.90, 0.95, 1.00, 1.05, 1.10)  # linear scale factors of the guess
 N_STRAIN = 1
 N_RATTLE = 2
 RATTLE_TARGET_ATOMS = 8
-MD_TARGET_ATOMS = 16
-MD_PROB = 0.6  # fraction of (non Fe-Cr) families that get a short MD trajectory
+MD_TARGET_ATOMS = 12
+MD_PROB = 0.35  # fraction of (non Fe-Cr) families that get a short MD trajectory
 MD_T_CHOICES = (300, 1000, 1500)
 MD_T_PROBS = (0.4, 0.35, 0.25)
-MD_INTERVAL = 5  # MD steps between labelled snapshots
+MD_INTERVAL = 3  # MD steps between labelled snapshots
 MD_SNAPSHOTS = 2
 FRICTION = 0.02  # 1/fs, Langevin
 STRAIN_MAX = 0.05  # |diagonal strain| <= 5 %, |shear| <= 2.5 %
 RATTLE_MIN, RATTLE_MAX = 0.02, 0.15  # A, log-uniform gaussian sigma
-FECR_X = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.50, 0.60, 0.70, 0.80, 0.90)
+FECR_X = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.45, 0.50, 0.60, 0.70, 0.80, 0.90)
 
 # rejection thresholds
 MAX_FORCE = 50.0  # eV/A
@@ -208,7 +208,8 @@ def supercell(atoms: Atoms, target: int, cap: int = 64) -> Atoms:
     reps = [1, 1, 1]
     cell = np.array(atoms.cell[:])
     vol = abs(np.linalg.det(cell))
-    heights = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    heights = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3]))
+               for i in range(3)]
     while n0 * np.prod(reps) < target:
         j = int(np.argmin([reps[i] * heights[i] for i in range(3)]))
         reps[j] += 1
@@ -286,7 +287,7 @@ def eos_scan(teacher: Teacher, atoms: Atoms, family: str, group: str):
             a, (e, f, st) = recs[s]
             frames.append((abs(r), Frame(clean(a), e, f, st, "eos", family, group)))
     frames.sort(key=lambda t: t[0])
-    return out, [fr for _, fr in frames[:2]]
+    return out, [fr for _, fr in frames[:1]]
 
 
 def relax(teacher: Teacher, atoms: Atoms, steps: int, family: str, group: str, cell: bool = True):
@@ -790,8 +791,10 @@ ELEMENT_GUESS = {
     # symbol: (builder, note)
     "Mn": (lambda: bulk("Mn", "fcc", a=3.62, cubic=True), "fcc guess (gamma-Mn like), a=3.62"),
     "Ga": (lambda: bulk("Ga", "fcc", a=4.28, cubic=True), "fcc guess, a=4.28 (V=19.6 A^3/atom)"),
-    "U": (lambda: bulk("U", "bcc", a=3.47, cubic=True), "bcc gamma-U, a=3.47 (ase ref is 1-atom orthorhombic)"),
-    "Np": (lambda: bulk("Np", "bcc", a=3.52, cubic=True), "bcc gamma-Np, a=3.52 (ase ref is 1-atom orthorhombic)"),
+    "U": (lambda: bulk("U", "bcc", a=3.47, cubic=True),
+          "bcc gamma-U, a=3.47 (ase ref is 1-atom orthorhombic)"),
+    "Np": (lambda: bulk("Np", "bcc", a=3.52, cubic=True),
+           "bcc gamma-Np, a=3.52 (ase ref is 1-atom orthorhombic)"),
     "Pu": (lambda: bulk("Pu", "fcc", a=4.64, cubic=True), "fcc delta-Pu, a=4.64"),
     "Pa": (lambda: bulk("Pa", "bct", a=3.92, c=3.24).repeat((2, 1, 1)), "bct, a=3.92, c=3.24"),
     "Pm": (lambda: bulk("Pm", "hcp", a=3.65, c=5.83), "hcp guess, a=3.65, c=5.83"),
@@ -870,8 +873,8 @@ def fecr_cell(x: float, reps: int, a: float, rng: np.random.Generator) -> Atoms:
 
 def run_fecr(teacher: Teacher, x: float, seed: int) -> list[Frame]:
     """Random bcc Fe(1-x)Cr(x): two relaxed 16-atom configurations with strain,
-    rattle and MD at 300/1000/1500 K; a 54-atom cell (strain, rattle, MD 1000 and
-    1500 K); a 53-atom and a 15-atom cell with a vacancy (relaxed + hot MD)."""
+    rattle and MD at 300/1000/1500 K; a 54-atom cell (rattle, MD at 1500 K);
+    a 53-atom (MD 1000 K) and a 15-atom (MD 1500 K) cell with a vacancy."""
     fam, grp = fecr_name(x), "fecr"
     rng = stable_rng(seed, fam)
     a_guess = (1 - x) * 2.83 + x * 2.85
@@ -880,7 +883,7 @@ def run_fecr(teacher: Teacher, x: float, seed: int) -> list[Frame]:
     relaxed16 = []
     for _ in range(2):
         at = fecr_cell(x, 2, a_guess, rng)
-        rel, early = relax(teacher, at, 15, fam, grp)
+        rel, early = relax(teacher, at, 8, fam, grp)
         relaxed16.append(rel)
         vol_per_atom.append(rel.get_volume() / len(rel))
         frames.append(label(teacher, rel, "relaxed", fam, grp))
@@ -896,24 +899,20 @@ def run_fecr(teacher: Teacher, x: float, seed: int) -> list[Frame]:
     a_eq = (2 * float(np.mean(vol_per_atom))) ** (1 / 3)
     # 54-atom cell
     big = fecr_cell(x, 3, a_eq, rng)
-    frames.append(label(teacher, rattled(strained(big, random_strain(rng)), 0.01, rng),
-                        "strain", fam, grp))
     frames.append(label(teacher, rattled(big, rattle_sigma(rng), rng), "rattle", fam, grp))
-    for temp in (1000.0, 1500.0):
-        frames += md_snapshots(teacher, big, temp, rng, fam, grp)
+    frames += md_snapshots(teacher, big, 1500.0, rng, fam, grp)
     # 53-atom cell with a vacancy
     vac = fecr_cell(x, 3, a_eq, rng)
     del vac[int(rng.integers(len(vac)))]
-    rel, _ = relax(teacher, vac, 8, fam, grp, cell=False)
+    rel, _ = relax(teacher, vac, 3, fam, grp, cell=False)
     frames.append(label(teacher, rel, "vacancy_relaxed", fam, grp))
-    frames += md_snapshots(teacher, rel, 1500.0, rng, fam, grp)
+    frames += md_snapshots(teacher, rel, 1000.0, rng, fam, grp)
     # 15-atom cell with a vacancy
     vac = relaxed16[1].copy()
     del vac[int(rng.integers(len(vac)))]
-    rel, _ = relax(teacher, vac, 10, fam, grp, cell=False)
+    rel, _ = relax(teacher, vac, 5, fam, grp, cell=False)
     frames.append(label(teacher, rel, "vacancy_relaxed", fam, grp))
-    frames += md_snapshots(teacher, rel, 1000.0, rng, fam, grp, n_snap=1)
-    frames += md_snapshots(teacher, rel, 1500.0, rng, fam, grp, n_snap=2)
+    frames += md_snapshots(teacher, rel, 1500.0, rng, fam, grp)
     return frames
 
 
@@ -1221,8 +1220,8 @@ def write_readme(path: Path, ctx: dict) -> None:
         "labels are stored under `REF_` keys so that readers do not mistake them for "
         "calculator results:\n")
     L.append(md_table(["key", "where", "meaning", "unit"], [
-        ["`REF_energy`", "info", "total energy (SevenNet-0; MPtrj-like, i.e. incl. the "
-         "MP2020-corrected reference the teacher was trained on)", "eV"],
+        ["`REF_energy`", "info", "total energy as predicted by SevenNet-0 (the teacher's "
+         "MPtrj energy reference, not a formation energy)", "eV"],
         ["`REF_forces`", "arrays [n,3]", "forces", "eV/A"],
         ["`REF_stress`", "info, 9 floats", "stress, row-major 3x3, ASE sign "
          "(positive = tensile; sigma = (1/V) dE/d(eps))", "eV/A^3"],
@@ -1252,7 +1251,8 @@ def write_readme(path: Path, ctx: dict) -> None:
     L.append("<!-- split-counts:end -->\n")
     fecr_rows = []
     for s in splits:
-        fams = sorted({a.info["family"] for a in by_split[s] if a.info["family"].startswith("fecr")})
+        fams = sorted({a.info["family"] for a in by_split[s]
+                       if a.info["family"].startswith("fecr")})
         nfr = sum(1 for a in by_split[s] if a.info["family"].startswith("fecr"))
         fecr_rows.append([s, nfr, ", ".join(f"`{f}`" for f in fams)])
     L.append("Fe-Cr compositions per split:\n")
@@ -1262,7 +1262,8 @@ def write_readme(path: Path, ctx: dict) -> None:
     kinds = sorted({a.info["kind"] for a in out_atoms})
     rows = []
     for k in kinds:
-        rows.append([f"`{k}`"] + [sum(1 for a in by_split[s] if a.info["kind"] == k) for s in splits]
+        rows.append([f"`{k}`"]
+                    + [sum(1 for a in by_split[s] if a.info["kind"] == k) for s in splits]
                     + [sum(1 for a in out_atoms if a.info["kind"] == k)])
     L.append(md_table(["kind", "train", "val", "test", "total"], rows))
     L.append("")
@@ -1272,7 +1273,8 @@ def write_readme(path: Path, ctx: dict) -> None:
         "`vacancy_relaxed`: Fe-Cr cell with one vacancy, positions relaxed at fixed cell.\n"
         "- `relax_traj`: first frame of that relaxation (after the E-V scan) when it was not "
         "already near equilibrium (max |F| > 0.05 eV/A or max |stress| > 2e-3 eV/A^3).\n"
-        "- `eos`: points of the uniform-scaling E-V scan 2-6.5 % (linear) from the minimum.\n"
+        "- `eos`: the point of the uniform-scaling E-V scan closest to (but 2-6.5 % linear "
+        "away from) the minimum.\n"
         f"- `strain`: random symmetric strain (|diagonal| <= {STRAIN_MAX:.0%}, "
         f"|shear| <= {STRAIN_MAX / 2:.1%}) of the relaxed cell plus a 0.01 A rattle.\n"
         f"- `rattle`: gaussian displacements, sigma log-uniform in [{RATTLE_MIN}, {RATTLE_MAX}] A, "
@@ -1302,7 +1304,7 @@ def write_readme(path: Path, ctx: dict) -> None:
              f"{int(np.median(nat))}.\n")
     edges = [2, 5, 9, 17, 33, 65]
     rows = [[f"{lo}-{hi - 1}", int(((nat >= lo) & (nat < hi)).sum())]
-            for lo, hi in zip(edges[:-1], edges[1:])]
+            for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     L.append(md_table(["atoms", "frames"], rows))
     L.append("")
     L.append("## Label ranges\n")
@@ -1385,7 +1387,8 @@ def write_readme(path: Path, ctx: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=20240711)
     ap.add_argument("--outdir", type=Path, default=REPO / "data")
     ap.add_argument("--pilot", type=int, default=0,
@@ -1395,16 +1398,19 @@ def main() -> None:
     args.outdir.mkdir(parents=True, exist_ok=True)
     log(f"torch threads {torch.get_num_threads()}; loading teachers")
     teacher = Teacher()
-    covered = sorted({chemical_symbols[z] for z in teacher.calc.type_map}, key=lambda s: atomic_numbers[s])
+    covered = sorted({chemical_symbols[z] for z in teacher.calc.type_map},
+                     key=lambda s: atomic_numbers[s])
     el_specs, skipped, guessed = element_specs(covered)
     spec_groups = [el_specs, rocksalt_specs(), cscl_specs(), zincblende_specs(), wurtzite_specs(),
                    fluorite_specs(), l12_specs(), l10_specs(), perovskite_specs(), spinel_specs(),
                    layered_specs(), olivine_specs(), rutile_specs(), corundum_specs(),
                    heusler_specs(), pyrite_specs(), tmd_specs(), misc_specs(), alloy_specs()]
     fecr_x = list(FECR_X)
+    full_counts = {g[0].group: len(g) for g in spec_groups if g}
+    full_counts["fecr"] = len(fecr_x)
     if args.pilot:
-        spec_groups = [g[: args.pilot] for g in spec_groups]
-        fecr_x = fecr_x[: args.pilot]
+        spec_groups = [g[:: max(1, len(g) // args.pilot)][: args.pilot] for g in spec_groups]
+        fecr_x = fecr_x[:: max(1, len(fecr_x) // args.pilot)][: args.pilot]
     specs = [s for g in spec_groups for s in g]
     log(f"{len(specs)} prototype/element families + {len(fecr_x)} Fe-Cr compositions")
     frames: list[Frame] = []
@@ -1420,7 +1426,7 @@ def main() -> None:
             log(f"FAILED {spec.name}: {failed[spec.name]}")
             continue
         mm = teacher.magmoms([f.atoms for f in fr])
-        for f, m in zip(fr, mm):
+        for f, m in zip(fr, mm, strict=True):
             f.magmoms = m
         frames += fr
         timing[spec.group] += time.time() - t0
@@ -1432,7 +1438,7 @@ def main() -> None:
         t0 = time.time()
         fr = run_fecr(teacher, x, args.seed)
         mm = teacher.magmoms([f.atoms for f in fr])
-        for f, m in zip(fr, mm):
+        for f, m in zip(fr, mm, strict=True):
             f.magmoms = m
         frames += fr
         timing["fecr"] += time.time() - t0
@@ -1517,11 +1523,19 @@ def main() -> None:
     )
     write_readme(args.outdir / "README.md", ctx)
     per_split = ", ".join(
-        f"{s} {sum(1 for a in out_atoms if a.info['split'] == s)}" for s in ("train", "val", "test"))
+        f"{s} {sum(1 for a in out_atoms if a.info['split'] == s)}"
+        for s in ("train", "val", "test"))
     log(f"done in {wall / 60:.1f} min; {len(out_atoms)} frames ({per_split})")
     if "--pilot" in sys.argv:
         log("pilot timing per group (s/frame): " + ", ".join(
             f"{g} {timing[g] / max(1, nframes_group[g]):.2f}" for g in timing))
+        n_done = collections.Counter(s.group for s in specs)
+        n_done["fecr"] = len(fecr_x)
+        est_t = sum(timing[g] / n_done[g] * full_counts[g] for g in timing)
+        est_n = sum(nframes_group[g] / n_done[g] * full_counts[g] for g in timing)
+        est_fecr = nframes_group["fecr"] / n_done["fecr"] * full_counts["fecr"]
+        log(f"full-run estimate: {est_n:.0f} frames ({est_fecr:.0f} Fe-Cr = "
+            f"{est_fecr / est_n:.1%}), {est_t / 60:.1f} min of family generation")
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ the three-body line graph) in JAX/Flax.
 """
 
 from .bundle import load, save
+from .calculator import MatRISCalculator
 from .config import PRESETS, MatRISConfig, get_config
 from .potential import Model, count_params, init_params, make_predictor
+from .predict import predict
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "PRESETS", "MatRISConfig", "Model", "count_params", "get_config", "init_params", "load",
-    "make_predictor", "save", "__version__",
+    "PRESETS", "MatRISCalculator", "MatRISConfig", "Model", "count_params", "get_config",
+    "init_params", "load", "make_predictor", "predict", "save", "__version__",
 ]

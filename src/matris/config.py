@@ -45,6 +45,7 @@ class MatRISConfig:
     energy_hidden: tuple[int, ...] = (128, 128)
     magmom_hidden: tuple[int, ...] = (256,)
     intensive: bool = True
+    smoothed_delta_edge: bool = False
     smooth: bool = False
     remat: bool = False
     dtype: str = "float32"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -74,6 +75,13 @@ def make_predictor(config: MatRISConfig, task: str = "efsm") -> Callable[[Any, G
     return predict
 
 
+@functools.lru_cache(maxsize=32)
+def jitted_predictor(config: MatRISConfig, task: str = "efsm") -> Callable[[Any, GraphBatch], dict]:
+    """jax.jit(make_predictor(config, task)), shared by every caller with the same config, so
+    equal shapes never compile twice in one process."""
+    return jax.jit(make_predictor(config, task))
+
+
 def init_params(config: MatRISConfig, batch: GraphBatch, seed: int = 0):
     """Fresh parameters for ``config`` (PyTorch-style initialisation), traced on ``batch``."""
     dt = jnp.dtype(config.dtype)
@@ -100,7 +108,8 @@ class Model:
         return count_params(self.params)
 
     def predictor(self, task: str = "efsm") -> Callable[[Any, GraphBatch], dict]:
-        return make_predictor(self.config, task)
+        """The jitted predictor (params, batch) -> outputs; cached per (config, task)."""
+        return jitted_predictor(self.config, task)
 
     def astype(self, dtype: str) -> Model:
         """The same model computing in ``dtype`` ("float32" | "float64")."""

@@ -51,11 +51,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
-import torch
-
 import ase
 import ase.io
+import numpy as np
+import torch
 
 STRESS_SIGN_NOTE = (
     "GPa exactly as returned by matris 0.1.0: (1/V_signed) * dE/d(strain) * 160.21766208; "
@@ -291,7 +290,7 @@ def main(argv=None):
         results = [run_model(model, [g], args.task)[0] for g in graphs]
 
     structures = []
-    for i, (atoms, g, r) in enumerate(zip(frames, graphs, results)):
+    for i, (atoms, g, r) in enumerate(zip(frames, graphs, results, strict=True)):
         entry = {"index": i, "formula": atoms.get_chemical_formula(), **graph_counts(g), **r,
                  "graph_build_s": t_graph[i]}
         structures.append(entry)

@@ -9,13 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .basis import (
-    SPHERICAL_BESSEL_ROOTS,
-    BesselBasis,
-    FourierBasis,
-    legendre_harmonics,
-    spherical_bessel,
-)
+from .basis import BesselBasis, FourierBasis, legendre_harmonics, spherical_radial
 from .layers import Linear, Norm
 
 NUM_ELEMENTS = 94
@@ -63,14 +57,9 @@ class BondEmbedding(nn.Module):
         return b0, rho, rho3
 
 
-def spherical_radial_constants(cutoff: float) -> np.ndarray:
-    """sqrt(2/r_c^3) * j_l(z_ln x) at x = 1/r_c, the official unit-vector quirk (spec 2.4).
-
-    Returns [4, 4] (l, n) in float64.  See nn/basis.py for the roots.
-    """
-    x = 1.0 / cutoff
-    rows = [spherical_bessel(l, SPHERICAL_BESSEL_ROOTS[l] * x) for l in range(4)]
-    return math.sqrt(2.0 / cutoff**3) * np.stack(rows)
+def spherical_factor(cutoff: float) -> float:
+    """sqrt(2/r_c^3), as the float32 number the official model stores (a frozen buffer)."""
+    return float(np.float32(math.sqrt(2.0 / cutoff**3)))
 
 
 class AngleEmbedding(nn.Module):
@@ -91,7 +80,11 @@ class AngleEmbedding(nn.Module):
         if self.basis == "fourier":
             psi = FourierBasis(self.num_angular, self.learnable, self.dtype, name="fourier")(theta)
         else:
-            radial = jnp.asarray(spherical_radial_constants(self.cutoff), self.dtype)
+            # The official unit-vector quirk: the radial argument is |unit vector| / r_c, so
+            # the radial part is a constant per feature (spec 2.4).  The factor is frozen.
+            factor = self.param("sh_factor", lambda k, s, d: jnp.full(s, spherical_factor(
+                self.cutoff), d), (), self.dtype)
+            radial = factor * jnp.asarray(spherical_radial(1.0 / self.cutoff), self.dtype)
             ylm = legendre_harmonics(cos_theta)  # [A, 4]
             psi = (radial[None, :, :] * ylm[:, :, None]).reshape(theta.shape[0], 16)
         x = Linear(self.dim, dtype=self.dtype, name="linear_1")(psi)

@@ -1,0 +1,197 @@
+"""ASE calculator for MatRIS models, plus the compiled-predictor cache shared by inference.
+
+Compilation is what makes a jitted potential slow to start: XLA compiles one executable per
+padded shape.  `CompiledPredictor` keeps one executable per `Budgets` (the padded shape) for a
+(config, task) pair and counts how many it compiled; `compiled_predictor` shares one holder per
+(config, task), so calculators and `matris.predict` on the same model reuse executables.
+The calculator grows its budgets only when a structure no longer fits (with some headroom), so
+MD and relaxations rebuild the neighbour list every step on the host but compile rarely.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import ase
+import jax
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .config import MatRISConfig
+from .graph import Budgets, GraphBatch, StructureGraph, budgets_for, build_graph, pack
+from .graph.batch import graph_sizes
+from .potential import Model, check_task, make_predictor
+
+DEFAULT_HEADROOM = 0.1  # grow budgets to 10 % above the sizes that overflowed them
+
+
+def batch_budgets(batch: GraphBatch) -> Budgets:
+    """The padded sizes (atoms, edges, bonds, angles, graphs) a batch was packed with."""
+    return Budgets(len(batch.node_mask), len(batch.edge_mask), len(batch.bond_mask),
+                   len(batch.angle_mask), len(batch.graph_mask))
+
+
+def fits(graphs: list[StructureGraph], budgets: Budgets | None) -> bool:
+    """True if all `graphs` fit in one batch of `budgets` (each level with one row to spare)."""
+    if budgets is None:
+        return False
+    total = graph_sizes(graphs).sum(axis=0)
+    cap = np.array(budgets[:4]) - 1
+    return bool(np.all(total <= cap) and len(graphs) <= budgets.graphs - 1)
+
+
+def grow_budgets(graphs: list[StructureGraph], previous: Budgets | None,
+                 headroom: float = DEFAULT_HEADROOM) -> Budgets:
+    """`previous` if the graphs fit in it, else bucketed budgets for sizes * (1 + headroom),
+    never below `previous` (budgets only grow, so compiled shapes are reused)."""
+    if fits(graphs, previous):
+        return previous
+    total = graph_sizes(graphs).sum(axis=0)
+    padded = np.ceil(total * (1.0 + headroom)).astype(np.int64)[None, :]
+    return budgets_for(padded, minimum=previous, n_graphs=len(graphs))
+
+
+def enable_x64_for(dtype: str) -> None:
+    """float64 computation needs jax's x64 mode; switch it on when asked for float64."""
+    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+class CompiledPredictor:
+    """One model configuration and task, compiled ahead of time once per padded shape.
+
+    ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
+    keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
+    """
+
+    def __init__(self, config: MatRISConfig, task: str):
+        self.config, self.task = config, check_task(task)
+        self.dtype = np.dtype(config.dtype)
+        self._jitted = jax.jit(make_predictor(config, task))
+        self._executables: dict[tuple, Any] = {}
+        self.compilations = 0
+
+    def key(self, batch: GraphBatch) -> tuple:
+        return (self.task, self.dtype.name, batch_budgets(batch))
+
+    def executable(self, params, batch: GraphBatch):
+        """The compiled executable for this batch's shape (compiled on first use)."""
+        key = self.key(batch)
+        if key not in self._executables:
+            self._executables[key] = self._jitted.lower(params, batch).compile()
+            self.compilations += 1
+        return self._executables[key]
+
+    def __call__(self, params, batch: GraphBatch) -> dict[str, np.ndarray]:
+        out = self.executable(params, batch)(params, batch)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_predictor(config: MatRISConfig, task: str) -> CompiledPredictor:
+    """The shared `CompiledPredictor` of (config, task); the config carries the dtype."""
+    return CompiledPredictor(config, task)
+
+
+def resolve_model(model: Model | str | os.PathLike | None, dtype: str | None = None) -> Model:
+    """A Model from a Model, a bundle path, a shipped model name, an official checkpoint, or
+    None (the model shipped in the repository), cast to `dtype` if given."""
+    if dtype is not None:
+        enable_x64_for(dtype)
+    if isinstance(model, Model):
+        return model.astype(dtype) if dtype and dtype != model.config.dtype else model
+    from .bundle import load
+
+    return load(model, dtype=dtype)
+
+
+def device_params(model: Model):
+    """The model's parameters as device arrays (transferred once, not at every call)."""
+    return jax.device_put(model.params)
+
+
+def structure_results(out: dict[str, np.ndarray], graph: int, atoms: slice,
+                      periodic: bool) -> dict[str, Any]:
+    """Results of structure `graph` (atom rows `atoms`) from batched outputs, as float64.
+
+    energy, free_energy, energy_per_atom: float; energies [n]; forces [n,3]; stress [3,3]
+    eV/A^3 (ASE sign), only for fully periodic structures; magmoms [n].
+    """
+    res: dict[str, Any] = {"energy": float(out["energy"][graph])}
+    res["free_energy"] = res["energy"]
+    res["energy_per_atom"] = float(out["energy_per_atom"][graph])
+    res["energies"] = np.asarray(out["energies"][atoms], np.float64)
+    if "forces" in out:
+        res["forces"] = np.asarray(out["forces"][atoms], np.float64)
+    if "stress" in out and periodic:
+        res["stress"] = np.asarray(out["stress"][graph], np.float64)
+    if "magmoms" in out:
+        res["magmoms"] = np.asarray(out["magmoms"][atoms], np.float64)
+    return res
+
+
+class MatRISCalculator(Calculator):
+    """ASE calculator: energy, free_energy, energies (per atom), forces, stress, magmoms.
+
+    model: a `matris.Model`, a bundle path, the name of a model shipped in the repository, an
+    official PyTorch checkpoint (converted on load), or None for the shipped default model.
+    task: "e" | "ef" | "efs" | "efsm" (also "em", "efm"); properties outside the task raise
+    ase's PropertyNotImplementedError.  dtype: "float32" | "float64" | None (the model's own);
+    "float64" switches on jax's x64 mode (``jax_enable_x64``) for the whole process.
+    budgets: an optional floor for the padded sizes, e.g. to share one compiled shape between
+    many different structures; headroom: fractional slack added when the budgets must grow.
+
+    Units: eV, eV/A, stress in eV/A^3 with ASE's sign (positive = tensile), magmoms in muB.
+    Stress is defined only for fully periodic structures: for molecules and mixed periodicity
+    it is not computed and ``get_stress`` raises PropertyNotImplementedError.
+    Bad input (NaN positions, atoms closer than 0.1 A, unknown elements, empty structure,
+    singular periodic cell) raises ValueError naming the problem before any model call.
+    ``compilations`` counts the executables this calculator compiled (0 if shared ones fit).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress",
+                              "magmoms"]
+
+    def __init__(self, model: Model | str | os.PathLike | None = None, task: str = "efsm",
+                 dtype: str | None = None, budgets: Budgets | None = None,
+                 headroom: float = DEFAULT_HEADROOM, **kwargs):
+        super().__init__(**kwargs)
+        self.model = resolve_model(model, dtype)
+        self.task = check_task(task)
+        self.predictor = compiled_predictor(self.model.config, self.task)
+        self.params = device_params(self.model)
+        self.budgets = budgets
+        self.headroom = headroom
+        self.compilations = 0
+
+    @property
+    def dtype(self) -> str:
+        return self.model.config.dtype
+
+    def graph(self, atoms: ase.Atoms) -> StructureGraph:
+        cfg = self.model.config
+        return build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff, label="MatRISCalculator")
+
+    def predict_graph(self, graph: StructureGraph) -> dict[str, np.ndarray]:
+        """Batched outputs for one structure, growing the budgets if it does not fit."""
+        self.budgets = grow_budgets([graph], self.budgets, self.headroom)
+        batch, _ = pack([graph], self.budgets, dtype=self.predictor.dtype)
+        before = self.predictor.compilations
+        out = self.predictor(self.params, batch)
+        self.compilations += self.predictor.compilations - before
+        return out
+
+    def calculate(self, atoms: ase.Atoms | None = None, properties=("energy",),
+                  system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        graph = self.graph(self.atoms)
+        out = self.predict_graph(graph)
+        n = len(self.atoms)
+        res = structure_results(out, 0, slice(0, n), bool(np.all(self.atoms.pbc)))
+        res.pop("energy_per_atom")
+        if "stress" in res:
+            res["stress"] = full_3x3_to_voigt_6_stress(res["stress"])
+        self.results = res

@@ -1,0 +1,292 @@
+"""Structure relaxation: one structure with ASE optimizers, or many at once (`BatchRelaxer`).
+
+    result = relax(atoms, calc, fmax=0.05, steps=500)            # FIRE + FrechetCellFilter
+    result.atoms, result.trajectory.energies, result.converged
+
+    results = BatchRelaxer(model, fmax=0.05).relax(structures)  # padded batches, numpy FIRE
+
+Cell degrees of freedom are relaxed only for fully periodic structures (``relax_cell=True``);
+molecules and mixed-periodicity structures are relaxed at fixed cell.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import ase
+import ase.optimize
+import numpy as np
+from ase.calculators.calculator import Calculator
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.filters import FrechetCellFilter
+from tqdm.auto import tqdm
+
+from . import fire
+from .calculator import (
+    DEFAULT_HEADROOM,
+    MatRISCalculator,
+    compiled_predictor,
+    device_params,
+    fits,
+    grow_budgets,
+    resolve_model,
+    structure_results,
+)
+from .graph import as_atoms, build_graph, pack
+from .graph.batch import graph_sizes
+from .potential import Model
+from .predict import inference_budgets
+
+OPTIMIZERS = ("FIRE", "BFGS", "LBFGS", "BFGSLineSearch", "LBFGSLineSearch", "MDMin", "GPMin")
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """What a relaxation visited, one entry per force evaluation (eV, eV/A, eV/A^3, A)."""
+
+    energies: list = dataclasses.field(default_factory=list)
+    forces: list = dataclasses.field(default_factory=list)
+    stresses: list = dataclasses.field(default_factory=list)
+    magmoms: list = dataclasses.field(default_factory=list)
+    positions: list = dataclasses.field(default_factory=list)
+    cells: list = dataclasses.field(default_factory=list)
+
+    def record(self, atoms: ase.Atoms, results: dict[str, Any]) -> None:
+        """Append one step; results holds energy and optionally forces, stress [3,3], magmoms."""
+        self.energies.append(float(results["energy"]))
+        for name, key in (("forces", "forces"), ("stresses", "stress"), ("magmoms", "magmoms")):
+            if results.get(key) is not None:
+                getattr(self, name).append(np.array(results[key]))
+        self.positions.append(atoms.get_positions())
+        self.cells.append(atoms.cell.array.copy())
+
+    def __len__(self) -> int:
+        return len(self.energies)
+
+
+@dataclasses.dataclass
+class RelaxResult:
+    """Final structure (with its results as a SinglePointCalculator) and the path to it."""
+
+    atoms: ase.Atoms
+    trajectory: Trajectory
+    converged: bool
+    steps: int
+
+    @property
+    def energy(self) -> float:
+        return self.trajectory.energies[-1]
+
+
+class Observer:
+    """Records the calculator results of `atoms` into a Trajectory (attach to an optimizer)."""
+
+    def __init__(self, atoms: ase.Atoms):
+        self.atoms, self.trajectory = atoms, Trajectory()
+
+    def __call__(self) -> None:
+        results = dict(self.atoms.calc.results)
+        if "stress" in results:
+            results["stress"] = self.atoms.get_stress(voigt=False)
+        self.trajectory.record(self.atoms, results)
+
+
+def optimizer_class(name: str):
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return getattr(ase.optimize, name)
+
+
+def as_calculator(calculator, **kwargs) -> Calculator:
+    """An ASE calculator as given, or a MatRISCalculator for a model / path / name / None."""
+    return calculator if isinstance(calculator, Calculator) else MatRISCalculator(calculator,
+                                                                                  **kwargs)
+
+
+def relax(atoms, calculator: Calculator | Model | str | None = None, optimizer: str = "FIRE",
+          fmax: float = 0.05, steps: int = 500, relax_cell: bool = True,
+          trajectory: str | os.PathLike | None = None, logfile: str | None = None,
+          loginterval: int = 1, scalar_pressure: float = 0.0) -> RelaxResult:
+    """Relax one structure with an ASE optimizer (FrechetCellFilter when the cell relaxes).
+
+    calculator: an ASE calculator, or a model / bundle path / shipped name / None (shipped
+    default) for a MatRISCalculator.  fmax: eV/A (cell rows included); steps: optimizer steps.
+    trajectory: ASE .traj file to write; logfile: optimizer log ("-" for stdout, None silent).
+    scalar_pressure: eV/A^3.  Returns RelaxResult (final atoms with results attached; the
+    trajectory holds energies, forces, stresses, magmoms, positions, cells every
+    ``loginterval`` steps).
+    """
+    atoms = as_atoms(atoms)
+    atoms.calc = as_calculator(calculator)
+    cell_free = relax_cell and bool(np.all(atoms.pbc))
+    target = FrechetCellFilter(atoms, scalar_pressure=scalar_pressure) if cell_free else atoms
+    traj = None if trajectory is None else os.fspath(trajectory)
+    opt = optimizer_class(optimizer)(target, logfile=logfile, trajectory=traj)
+    observer = Observer(atoms)
+    opt.attach(observer, interval=loginterval)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    final = atoms.copy()
+    final.calc = SinglePointCalculator(final, **atoms.calc.results)
+    return RelaxResult(final, observer.trajectory, converged, opt.nsteps)
+
+
+@dataclasses.dataclass
+class _Job:
+    """One structure being relaxed by BatchRelaxer (reference positions u, cell dofs x)."""
+
+    index: int
+    atoms: ase.Atoms
+    cell0: np.ndarray
+    u: np.ndarray
+    x: np.ndarray
+    cell_free: bool
+    factor: float
+    trajectory: Trajectory
+    v: np.ndarray
+    dt: float
+    alpha: float
+    steps: int = 0
+    n_pos: int = 0
+
+    def current(self) -> ase.Atoms:
+        F = fire.deformation(self.x, self.factor)
+        atoms = self.atoms.copy()
+        atoms.set_cell(self.cell0 @ F.T, scale_atoms=False)
+        atoms.positions = self.u @ F.T
+        return atoms
+
+
+class BatchRelaxer:
+    """Relax many structures together in padded batches with FIRE (numpy), dropping converged
+    ones and admitting waiting ones as room frees up.
+
+    model: as for MatRISCalculator.  fmax (eV/A, over atom and cell rows, like ASE's filter
+    test), steps (per structure), relax_cell (fully periodic structures only; Frechet-style
+    log-strain cell with cell factor = number of atoms, as FrechetCellFilter's default),
+    scalar_pressure (eV/A^3), batch_size (structures per batch), keep_trajectory (False: only
+    energies per step are kept, enough for screening thousands of structures).
+    """
+
+    def __init__(self, model: Model | str | None = None, dtype: str | None = None,
+                 fmax: float = 0.05, steps: int = 500, relax_cell: bool = True,
+                 scalar_pressure: float = 0.0, batch_size: int = 16,
+                 keep_trajectory: bool = False, fire_params: fire.FireParams = fire.FIRE_DEFAULTS,
+                 progress: bool = False):
+        self.model = resolve_model(model, dtype)
+        self.predictor = compiled_predictor(self.model.config, "efs")
+        self.params = device_params(self.model)
+        self.fmax, self.steps, self.relax_cell = fmax, steps, relax_cell
+        self.pressure, self.batch_size = scalar_pressure, batch_size
+        self.keep_trajectory, self.progress = keep_trajectory, progress
+        self.fire_params = fire_params
+        self.budgets = None
+
+    def _job(self, index: int, atoms: ase.Atoms) -> _Job:
+        atoms = atoms.copy()
+        atoms.calc = None
+        p = self.fire_params
+        return _Job(index, atoms, atoms.cell.array.copy(), atoms.get_positions(), np.zeros((3, 3)),
+                    self.relax_cell and bool(np.all(atoms.pbc)), float(len(atoms)), Trajectory(),
+                    v=np.zeros((len(atoms) + 3, 3)), dt=p.dt, alpha=p.astart)
+
+    def _graphs(self, atoms_list: Sequence[ase.Atoms], labels: Sequence[str]):
+        cfg = self.model.config
+        return [build_graph(a, cfg.cutoff, cfg.three_body_cutoff, lab)
+                for a, lab in zip(atoms_list, labels, strict=True)]
+
+    def _admit(self, queue: collections.deque, active: list[_Job], jobs: dict[int, _Job],
+               sizes: np.ndarray) -> None:
+        """Move waiting jobs into `active` while their initial sizes fit the budgets."""
+        while queue and len(active) < self.batch_size:
+            used = sizes[[j.index for j in active]].sum(axis=0) if active else 0
+            total = used + sizes[queue[0]]
+            if active and (np.any(total > np.array(self.budgets[:4]) - 1)
+                           or len(active) + 1 > self.budgets.graphs - 1):
+                break
+            job = queue.popleft()
+            active.append(jobs[job])
+
+    def _evaluate(self, active: list[_Job]) -> list[dict]:
+        """Results of every active job at its current geometry (budgets grow if needed)."""
+        atoms_list = [j.current() for j in active]
+        graphs = self._graphs(atoms_list, [f"structure {j.index}" for j in active])
+        if not fits(graphs, self.budgets):
+            self.budgets = grow_budgets(graphs, self.budgets, DEFAULT_HEADROOM)
+        batch, _ = pack(graphs, self.budgets, dtype=self.predictor.dtype)
+        out = self.predictor(self.params, batch)
+        starts = np.cumsum([0] + [g.n_atoms for g in graphs])
+        results = []
+        for g, job in enumerate(active):
+            res = structure_results(out, g, slice(starts[g], starts[g + 1]), job.cell_free)
+            if self.keep_trajectory:
+                job.trajectory.record(atoms_list[g], res)
+            else:
+                job.trajectory.energies.append(res["energy"])
+            results.append((res, atoms_list[g]))
+        return results
+
+    def _dof_forces(self, job: _Job, res: dict, atoms: ase.Atoms) -> np.ndarray:
+        """[n+3,3] generalized forces: atom rows, then cell rows (zero at fixed cell)."""
+        F = fire.deformation(job.x, job.factor)
+        cell_rows = np.zeros((3, 3))
+        if job.cell_free:
+            cell_rows = fire.cell_dof_forces(job.x, job.factor, res["stress"],
+                                             abs(atoms.get_volume()), self.pressure)
+        return np.concatenate([fire.atom_dof_forces(res["forces"], F), cell_rows])
+
+    def _finish(self, job: _Job, res: dict, atoms: ase.Atoms, converged: bool) -> RelaxResult:
+        final = atoms.copy()
+        keys = ("energy", "free_energy", "energies", "forces", "stress", "magmoms")
+        final.calc = SinglePointCalculator(final, **{k: res[k] for k in keys if k in res})
+        return RelaxResult(final, job.trajectory, converged, job.steps)
+
+    def _step(self, active: list[_Job], forces: list[np.ndarray]) -> None:
+        """One vectorised FIRE step over all still-running jobs."""
+        owner = np.concatenate([np.full(len(f), k) for k, f in enumerate(forces)])
+        state = fire.FireState(np.concatenate([j.v for j in active]),
+                               np.array([j.dt for j in active]),
+                               np.array([j.alpha for j in active]),
+                               np.array([j.n_pos for j in active]))
+        dx, state = fire.fire_step(state, np.concatenate(forces), owner, self.fire_params)
+        start = 0
+        for k, job in enumerate(active):
+            rows = slice(start, start + len(forces[k]))
+            n = len(job.u)
+            job.u = job.u + dx[rows][:n]
+            job.x = job.x + dx[rows][n:]
+            job.v, job.dt = state.v[rows], float(state.dt[k])
+            job.alpha, job.n_pos = float(state.alpha[k]), int(state.n_pos[k])
+            job.steps += 1
+            start = rows.stop
+
+    def relax(self, structures: Sequence) -> list[RelaxResult]:
+        """Relax all structures; results in input order.  Every structure is validated first."""
+        atoms_list = [as_atoms(s) for s in structures]
+        graphs = self._graphs(atoms_list, [f"structure {k}" for k in range(len(atoms_list))])
+        if not graphs:
+            return []
+        sizes = graph_sizes(graphs)
+        self.budgets = self.budgets or inference_budgets(graphs, self.batch_size)
+        jobs = {k: self._job(k, a) for k, a in enumerate(atoms_list)}
+        queue, active = collections.deque(range(len(graphs))), []
+        done: dict[int, RelaxResult] = {}
+        with tqdm(total=len(graphs), disable=not self.progress, desc="matris relax") as bar:
+            while queue or active:
+                self._admit(queue, active, jobs, sizes)
+                running, forces = [], []
+                for job, (res, atoms) in zip(active, self._evaluate(active), strict=True):
+                    f = self._dof_forces(job, res, atoms)
+                    converged = bool(np.linalg.norm(f, axis=1).max() < self.fmax)
+                    if converged or job.steps >= self.steps:
+                        done[job.index] = self._finish(job, res, atoms, converged)
+                        bar.update(1)
+                    else:
+                        running.append(job)
+                        forces.append(f)
+                if running:
+                    self._step(running, forces)
+                active = running
+        return [done[k] for k in range(len(graphs))]
