@@ -928,9 +928,9 @@ def reject_reason(fr: Frame) -> str | None:
     if not all(np.all(np.isfinite(v)) for v in vals):
         return "non-finite label (NaN/inf)"
     if np.linalg.norm(fr.forces, axis=1).max() > MAX_FORCE:
-        return f"max |F| > {MAX_FORCE:g} eV/A"
+        return f"max force > {MAX_FORCE:g} eV/A"
     if np.abs(fr.stress).max() > MAX_STRESS:
-        return f"|stress| > {MAX_STRESS:g} eV/A^3"
+        return f"max abs stress component > {MAX_STRESS:g} eV/A^3"
     if len(fr.atoms) < 2 or len(fr.atoms) > 64:
         return "atom count outside 2..64"
     d = neighbor_list("d", fr.atoms, MIN_DIST)
@@ -1314,7 +1314,8 @@ def write_readme(path: Path, ctx: dict) -> None:
     mag = np.concatenate([a.arrays["REF_magmoms"] for a in out_atoms])
     rows = [
         ["energy per atom (eV/atom)", f"{epa.min():.3f}", f"{epa.max():.3f}", f"{epa.mean():.3f}"],
-        ["|F| per atom (eV/A)", f"{fmag.min():.2e}", f"{fmag.max():.3f}", f"{fmag.mean():.3f}"],
+        ["force magnitude per atom (eV/A)", f"{fmag.min():.2e}", f"{fmag.max():.3f}",
+         f"{fmag.mean():.3f}"],
         ["stress component (eV/A^3)", f"{sig.min():.4f}", f"{sig.max():.4f}",
          f"{np.abs(sig).mean():.4f} (mean abs)"],
         ["stress component (GPa)", f"{sig.min() * 160.2177:.1f}", f"{sig.max() * 160.2177:.1f}",

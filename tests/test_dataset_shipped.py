@@ -10,6 +10,8 @@ stress check recorded in data/stress_check.json.
 from __future__ import annotations
 
 import collections
+import gzip
+import io
 import json
 import re
 from pathlib import Path
@@ -28,11 +30,21 @@ KINDS = {"relaxed", "relax_traj", "eos", "strain", "rattle", "md300", "md1000", 
          "vacancy_relaxed"}
 
 
-@pytest.fixture(scope="module")
-def frames():
+def _read_all(path: Path):
+    """ase.io.read(path, ":") of the gzipped file, decompressed in memory first.
+
+    ase.io.read/iread on a .gz path seeks back in the gzip stream once per frame, which
+    restarts decompression: ~70 s for this file instead of ~1.5 s.
+    """
     import ase.io
 
-    return ase.io.read(EXTXYZ, ":")
+    with gzip.open(path, "rt") as fh:
+        return ase.io.read(io.StringIO(fh.read()), ":", format="extxyz")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return _read_all(EXTXYZ)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +125,7 @@ def test_labels_present_and_finite(frames):
             assert np.all(np.isfinite(v)), tag
         assert np.abs(a.arrays["REF_forces"]).max() <= 50.0, tag
         assert a.arrays["REF_magmoms"].min() >= -1e-6, tag  # CHGNet: magnitudes
-        assert -15.0 < e / n < 2.0, tag
+        assert -20.0 < e / n < 2.0, tag
 
 
 def test_forces_sum_to_zero(frames):
@@ -156,13 +168,15 @@ def test_stress_check_record(frames):
             assert np.sign(e["sigma_fd_eV_A3"]) == np.sign(lab), e
 
 
-def test_project_reader(frames):
-    """The project's own reader (matris.data.read_extxyz) reads the shipped file."""
+def _get_reader():
     data = pytest.importorskip("matris.data")
     read_extxyz = getattr(data, "read_extxyz", None)
     if read_extxyz is None:
         pytest.skip("matris.data.read_extxyz not available yet")
-    got = read_extxyz(EXTXYZ)
+    return read_extxyz
+
+
+def _compare_reader(got, frames):
     assert len(got) == len(frames)
     for k in (0, len(frames) // 2, len(frames) - 1):
         fr, a = got[k], frames[k]
@@ -173,3 +187,26 @@ def test_project_reader(frames):
                                        a.arrays["REF_forces"])
         if hasattr(fr, "stress"):
             np.testing.assert_allclose(np.asarray(fr.stress).reshape(3, 3), _stress(a))
+        if hasattr(fr, "magmoms"):
+            np.testing.assert_allclose(np.asarray(fr.magmoms).reshape(-1),
+                                       a.arrays["REF_magmoms"])
+
+
+def test_project_reader(frames, tmp_path):
+    """The project's reader (matris.data.read_extxyz) reads the shipped content.
+
+    Fed a decompressed copy: through ase, a .gz path costs ~70 s (see _read_all); the
+    .gz path itself is covered by the slow test below.
+    """
+    read_extxyz = _get_reader()
+    plain = tmp_path / "mptrj_like.extxyz"
+    with gzip.open(EXTXYZ, "rb") as src:
+        plain.write_bytes(src.read())
+    _compare_reader(read_extxyz(plain), frames)
+
+
+@pytest.mark.slow
+def test_project_reader_gz(frames):
+    """matris.data.read_extxyz on the .gz path directly (slow while it seeks in gzip)."""
+    read_extxyz = _get_reader()
+    _compare_reader(read_extxyz(EXTXYZ), frames)

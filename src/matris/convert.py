@@ -136,14 +136,21 @@ def convert_state_dict(sd: dict[str, np.ndarray], config: MatRISConfig) -> dict:
     ref = sd.get("reference_energy.fc.weight", sd.get("composition_model.fc.weight"))
     params["reference_energy"] = (np.zeros(94, np.float32) if ref is None
                                   else np.asarray(ref).reshape(-1))
+    layers = []
     for k in range(config.num_layers):
         key = f"interaction_block.{k}"
-        params[f"block_{k}"] = {
+        layers.append({
             "attn_line": _attention(sd, f"{key}.attn_block_line_graph", kind),
             "attn_atom": _attention(sd, f"{key}.attn_block_atom_graph", kind),
             "refine_line": _refine(sd, f"{key}.refine_block_line_graph", kind),
-            "refine_atom": _refine(sd, f"{key}.refine_block_atom_graph", kind)}
+            "refine_atom": _refine(sd, f"{key}.refine_block_atom_graph", kind)})
+    params["blocks"] = _stack(layers)  # the blocks are scanned: layer index leads
     return params
+
+
+def _stack(trees: list[dict]) -> dict:
+    return {k: _stack([t[k] for t in trees]) if isinstance(trees[0][k], dict)
+            else np.stack([np.asarray(t[k]) for t in trees]) for k in trees[0]}
 
 
 def load_official(path: str | Path, check: bool = True) -> Model:

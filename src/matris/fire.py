@@ -10,6 +10,8 @@ cell C0 to C = C0 F^T and reference positions u to r = u F^T; the cell degrees o
 x = s X with s the "cell factor" (default: number of atoms).  With stress sigma (ASE sign,
 sigma = dE/d(strain) / V) and external pressure P, dE/dF = V (sigma + P I) F^-T, and the
 gradient with respect to X is the adjoint Frechet derivative of expm, L(X^T, dE/dF).
+Matrix exponentials use numpy matrix products only (no LAPACK solves), which keeps these 3x3
+operations cheap even when BLAS threads compete with JAX for the cores.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.linalg import expm, expm_frechet
 
 
 class FireParams(NamedTuple):
@@ -55,7 +56,8 @@ def fire_step(state: FireState, forces: np.ndarray, owner: np.ndarray,
     """One FIRE step for every structure.  forces [R,3], owner [R] -> (displacement [R,3], state).
 
     Per structure: if P = F.v > 0, mix v towards F (weight alpha) and, after nmin such steps,
-    grow dt and shrink alpha; otherwise stop (v = 0), halve dt and reset alpha.  Then
+    grow dt and shrink alpha; otherwise stop (v = 0), halve dt and reset alpha (except at rest,
+    on the first step, where nothing changes).  Then
     v += dt F, dx = dt v, with |dx| (whole structure) capped at maxstep.
     """
     n = len(state.dt)
@@ -63,19 +65,50 @@ def fire_step(state: FireState, forces: np.ndarray, owner: np.ndarray,
     v_norm = np.sqrt(segment_sum(np.sum(state.v**2, axis=1), owner, n))
     f_norm = np.sqrt(segment_sum(np.sum(forces**2, axis=1), owner, n))
     up = power > 0.0
+    fresh = v_norm == 0.0  # at rest (first step): nothing to mix or to reset
     a = state.alpha[owner][:, None]
     ratio = (v_norm / np.where(f_norm > 0.0, f_norm, 1.0))[owner][:, None]
     v = np.where(up[owner][:, None], (1.0 - a) * state.v + a * ratio * forces, 0.0)
     grow = up & (state.n_pos > p.nmin)
+    down = ~up & ~fresh
     dt = np.where(grow, np.minimum(state.dt * p.finc, p.dtmax),
-                  np.where(up, state.dt, state.dt * p.fdec))
-    alpha = np.where(grow, state.alpha * p.fa, np.where(up, state.alpha, p.astart))
-    n_pos = np.where(up, state.n_pos + 1, 0)
+                  np.where(down, state.dt * p.fdec, state.dt))
+    alpha = np.where(grow, state.alpha * p.fa, np.where(down, p.astart, state.alpha))
+    n_pos = np.where(up, state.n_pos + 1, np.where(down, 0, state.n_pos))
     v = v + dt[owner][:, None] * forces
     dx = dt[owner][:, None] * v
     dx_norm = np.sqrt(segment_sum(np.sum(dx**2, axis=1), owner, n))
     scale = np.minimum(1.0, p.maxstep / np.where(dx_norm > 0.0, dx_norm, 1.0))
     return dx * scale[owner][:, None], FireState(v, dt, alpha, n_pos)
+
+
+def expm(a: np.ndarray, order: int = 12) -> np.ndarray:
+    """Matrix exponential of a small square matrix [k,k]: scaling and squaring around a Taylor
+    series (the scaled matrix has norm <= 1/4, so the truncation error is below 1e-18)."""
+    a = np.asarray(a, np.float64)
+    norm = np.abs(a).sum(axis=1).max()
+    squarings = max(0, int(np.ceil(np.log2(norm / 0.25)))) if norm > 0.25 else 0
+    b = a / 2.0**squarings
+    term = result = np.eye(len(a))
+    for k in range(1, order + 1):
+        term = term @ b / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result
+
+
+def expm_frechet(a: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """[k,k] Frechet derivative L(a, e) of expm at a in direction e (linear in e): the upper
+    right block of expm([[a, e], [0, a]])."""
+    scale = np.abs(e).max()
+    if scale == 0.0:
+        return np.zeros_like(e, dtype=np.float64)
+    k = len(a)
+    block = np.zeros((2 * k, 2 * k))
+    block[:k, :k] = block[k:, k:] = a
+    block[:k, k:] = e / scale
+    return expm(block)[:k, k:] * scale
 
 
 def deformation(x: np.ndarray, factor: float) -> np.ndarray:
@@ -92,9 +125,9 @@ def cell_dof_forces(x: np.ndarray, factor: float, stress: np.ndarray, volume: fl
                     pressure: float = 0.0) -> np.ndarray:
     """[3,3] -dH/dx for H = E + P V, stress [3,3] eV/A^3 (ASE sign), pressure eV/A^3."""
     X = np.asarray(x, np.float64) / factor
-    F = expm(X)
-    dH_dF = volume * (stress + pressure * np.eye(3)) @ np.linalg.inv(F).T
-    return -expm_frechet(X.T, dH_dF, compute_expm=False) / factor
+    F_inv = expm(-X)
+    dH_dF = volume * (stress + pressure * np.eye(3)) @ F_inv.T
+    return -expm_frechet(X.T, dH_dF) / factor
 
 
 def row_norm_max(rows: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import ase
 import ase.md
 import numpy as np
 from ase import units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md import velocitydistribution as vd
 
 ENSEMBLES = ("nve", "nvt", "npt")
 DEFAULT_THERMOSTAT = {"nvt": "langevin", "npt": "mtk"}
@@ -79,15 +79,15 @@ def available_integrators() -> dict[str, list[str]]:
     return {"nve": ["verlet"], "nvt": sorted(_nvt_builders(p)), "npt": sorted(_npt_builders(p))}
 
 
-def make_dynamics(atoms: ase.Atoms, ensemble: str, thermostat: str | None, params: dict):
-    """The ASE dynamics object for `ensemble` with the named thermostat (or barostat)."""
+def integrator(atoms: ase.Atoms, ensemble: str, thermostat: str | None, params: dict):
+    """Constructor (atoms, timestep) -> ASE dynamics for `ensemble` and the named thermostat
+    (or barostat); raises ValueError before anything runs if the choice is not possible."""
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
-    dt = params["timestep"] * units.fs
     if ensemble == "nve":
         from ase.md.verlet import VelocityVerlet
 
-        return VelocityVerlet(atoms, dt)
+        return VelocityVerlet
     builders = (_nvt_builders if ensemble == "nvt" else _npt_builders)(params)
     name = thermostat or DEFAULT_THERMOSTAT[ensemble]
     if name not in builders:
@@ -95,7 +95,7 @@ def make_dynamics(atoms: ase.Atoms, ensemble: str, thermostat: str | None, param
                          f"choose from {sorted(builders)}")
     if ensemble == "npt" and not np.all(atoms.pbc):
         raise ValueError("NPT needs a fully periodic structure")
-    return builders[name](atoms, dt)
+    return builders[name]
 
 
 @dataclasses.dataclass
@@ -150,11 +150,12 @@ def energy_drift(time_ps, etot, n_atoms: int) -> float:
 def init_velocities(atoms: ase.Atoms, temperature: float, seed: int) -> None:
     """Maxwell-Boltzmann velocities at `temperature` K, no net momentum (or rotation, if not
     periodic), deterministic for `seed`."""
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature,
-                                 rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    if not np.any(atoms.pbc) and len(atoms) > 1:
-        ZeroRotation(atoms)
+    thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    if len(atoms) > 1:
+        vd.Stationary(atoms)
+    if not np.any(atoms.pbc) and np.all(atoms.get_moments_of_inertia() > 1e-6):
+        vd.ZeroRotation(atoms)
 
 
 def _sampler(atoms: ase.Atoms, dyn, summary: MDSummary):
@@ -186,11 +187,12 @@ def run_md(atoms: ase.Atoms, calculator=None, ensemble: str = "nve",
 
     if calculator is not None or atoms.calc is None:
         atoms.calc = as_calculator(calculator)
-    if velocities and not np.any(atoms.get_momenta()):
-        init_velocities(atoms, temperature, seed)
     params = dict(temperature=temperature, pressure=pressure, taut=taut, taup=taup,
                   friction=friction, timestep=timestep, rng=np.random.default_rng(seed + 1))
-    dyn = make_dynamics(atoms, ensemble, thermostat, params)
+    make = integrator(atoms, ensemble, thermostat, params)
+    if velocities and not np.any(atoms.get_momenta()):
+        init_velocities(atoms, temperature, seed)
+    dyn = make(atoms, timestep * units.fs)
     summary = MDSummary(steps=0, n_atoms=len(atoms), timestep_fs=timestep)
     _attach_outputs(dyn, atoms, trajectory, logfile, loginterval)
     dyn.attach(_sampler(atoms, dyn, summary), interval=loginterval)

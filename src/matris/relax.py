@@ -35,7 +35,7 @@ from .calculator import (
     resolve_model,
     structure_results,
 )
-from .graph import as_atoms, build_graph, pack
+from .graph import Budgets, as_atoms, build_graph, pack
 from .graph.batch import graph_sizes
 from .potential import Model
 from .predict import inference_budgets
@@ -167,22 +167,33 @@ class BatchRelaxer:
     test), steps (per structure), relax_cell (fully periodic structures only; Frechet-style
     log-strain cell with cell factor = number of atoms, as FrechetCellFilter's default),
     scalar_pressure (eV/A^3), batch_size (structures per batch), keep_trajectory (False: only
-    energies per step are kept, enough for screening thousands of structures).
+    energies per step are kept, enough for screening thousands of structures).  budgets: an
+    optional floor for the padded sizes (default: bucketed from the structures; grown, never
+    shrunk, when relaxing structures outgrow them).
     """
 
     def __init__(self, model: Model | str | None = None, dtype: str | None = None,
                  fmax: float = 0.05, steps: int = 500, relax_cell: bool = True,
                  scalar_pressure: float = 0.0, batch_size: int = 16,
                  keep_trajectory: bool = False, fire_params: fire.FireParams = fire.FIRE_DEFAULTS,
-                 progress: bool = False):
+                 budgets: Budgets | None = None, progress: bool = False):
         self.model = resolve_model(model, dtype)
-        self.predictor = compiled_predictor(self.model.config, "efs")
+        self.predictor = compiled_predictor(self.model.config, "efsm")
         self.params = device_params(self.model)
         self.fmax, self.steps, self.relax_cell = fmax, steps, relax_cell
         self.pressure, self.batch_size = scalar_pressure, batch_size
         self.keep_trajectory, self.progress = keep_trajectory, progress
         self.fire_params = fire_params
-        self.budgets = None
+        self.budgets = budgets
+
+    def _initial_budgets(self, graphs) -> Budgets:
+        """The floor given (grown until every structure fits alone) or bucketed budgets."""
+        if self.budgets is None:
+            return inference_budgets(graphs, self.batch_size)
+        budgets = self.budgets
+        for g in graphs:
+            budgets = grow_budgets([g], budgets, DEFAULT_HEADROOM)
+        return budgets
 
     def _job(self, index: int, atoms: ase.Atoms) -> _Job:
         atoms = atoms.copy()
@@ -269,7 +280,7 @@ class BatchRelaxer:
         if not graphs:
             return []
         sizes = graph_sizes(graphs)
-        self.budgets = self.budgets or inference_budgets(graphs, self.batch_size)
+        self.budgets = self._initial_budgets(graphs)
         jobs = {k: self._job(k, a) for k, a in enumerate(atoms_list)}
         queue, active = collections.deque(range(len(graphs))), []
         done: dict[int, RelaxResult] = {}

@@ -8,6 +8,10 @@ calculator results ase attached; without a key, `REF_<name>` first, then the cal
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 from typing import Sequence
 
@@ -67,6 +71,21 @@ def _selection(index):
     return idx, lambda k: None
 
 
+def _text_source(path: str):
+    """A compressed file decompressed into memory (ASE's reader seeks back for every frame,
+    which restarts gzip decompression each time: minutes instead of a second); plain files
+    are passed through by name."""
+    openers = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+    opener = openers.get(os.path.splitext(path)[1])
+    if opener is None:
+        return path
+    try:
+        with opener(path, "rt") as handle:
+            return io.StringIO(handle.read())
+    except (OSError, EOFError, lzma.LZMAError) as err:
+        raise ValueError(f"{path}: cannot decompress ({type(err).__name__}: {err})") from err
+
+
 def read_extxyz(path, index=":", energy_key: str | None = None, forces_key: str | None = None,
                 stress_key: str | None = None, magmoms_key: str | None = None,
                 validate: bool = True) -> list[Frame]:
@@ -80,7 +99,7 @@ def read_extxyz(path, index=":", energy_key: str | None = None, forces_key: str 
             "magmoms": magmoms_key}
     idx, file_index = _selection(index)
     frames = []
-    reader = ase.io.iread(path, index=idx, format="extxyz")
+    reader = ase.io.iread(_text_source(path), index=idx, format="extxyz")
     k = 0
     while True:
         where = file_index(k)

@@ -34,19 +34,21 @@ def norm_eps(kind: str, eps: float | None, dtype) -> float:
 
 
 class Linear(nn.Module):
-    """y = x W (+ b).  x: [..., in] -> [..., features]."""
+    """y = x W (+ b).  x: [..., in] -> [..., features].  zero_init: start at y = 0."""
 
     features: int
     use_bias: bool = False
     dtype: jnp.dtype = jnp.float32
+    zero_init: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         fan_in = x.shape[-1]
-        kernel = self.param("kernel", torch_uniform(fan_in), (fan_in, self.features), self.dtype)
+        init = nn.initializers.zeros if self.zero_init else torch_uniform(fan_in)
+        kernel = self.param("kernel", init, (fan_in, self.features), self.dtype)
         y = x @ kernel
         if self.use_bias:
-            y = y + self.param("bias", torch_uniform(fan_in), (self.features,), self.dtype)
+            y = y + self.param("bias", init, (self.features,), self.dtype)
         return y
 
 
@@ -120,17 +122,21 @@ class FFN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Readout MLP with bias: (Linear -> SiLU) per hidden width, then Linear(-> out)."""
+    """Readout MLP with bias: (Linear -> SiLU) per hidden width, then Linear(-> out).
+    zero_last: the last layer starts at zero (a fresh energy head then starts exactly at the
+    composition model, instead of adding random per-atom energies of order 0.1 eV)."""
 
     hidden: tuple[int, ...]
     out: int = 1
     dtype: jnp.dtype = jnp.float32
+    zero_last: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, width in enumerate(self.hidden):
             x = nn.silu(Linear(width, use_bias=True, dtype=self.dtype, name=f"linear_{i}")(x))
-        return Linear(self.out, use_bias=True, dtype=self.dtype, name=f"linear_{len(self.hidden)}")(x)
+        return Linear(self.out, use_bias=True, dtype=self.dtype, zero_init=self.zero_last,
+                      name=f"linear_{len(self.hidden)}")(x)
 
 
 def residual(module: nn.Module, name: str, x: jax.Array) -> jax.Array:

@@ -21,14 +21,17 @@ ARCCOS_SHRINK = 1.0 - 1e-6  # theta = arccos((1 - 1e-6) cos): finite gradient at
 class InteractionBlock(nn.Module):
     """Line attention -> atom attention -> line refinement -> atom refinement.
 
-    Arguments: h [N, dn], b [U, de], t [A, dt], rho / rho3 [U, K], the batch, and the
-    smooth-cutoff weights (w_edge [E], w_angle [A]) or None.  Returns (h, b, t).
+    Arguments: carry = (h [N, dn], b [U, de], t [A, dt]), rho / rho3 [U, K], the batch, and
+    the smooth-cutoff weights (w_edge [E], w_angle [A]) or None.  Returns ((h, b, t), None),
+    the signature ``nn.scan`` needs: the blocks are scanned, so a model compiles once per
+    block shape whatever its depth, with the layer parameters stacked on a leading axis.
     """
 
     config: MatRISConfig
 
     @nn.compact
-    def __call__(self, h, b, t, rho, rho3, batch: GraphBatch, w_edge, w_angle):
+    def __call__(self, carry, rho, rho3, batch: GraphBatch, w_edge, w_angle):
+        h, b, t = carry
         c = self.config
         dt = jnp.dtype(c.dtype)
         kw = dict(norm=c.norm, eps=c.norm_eps, dtype=dt)
@@ -43,7 +46,7 @@ class InteractionBlock(nn.Module):
         atom = Refinement((c.bond_dim, c.atom_dim, c.atom_dim), c.atom_dim,
                           name="refine_atom", **rkw)
         h, b = atom(h, b, [(b, d2u), (h, ctr), (h, nbr)], rho, (d2u,), ctr, d2u)
-        return h, b, t
+        return (h, b, t), None
 
 
 class MatRIS(nn.Module):
@@ -82,12 +85,13 @@ class MatRIS(nn.Module):
             w_bond3 = polynomial_envelope(bond_length / c.three_body_cutoff, c.envelope_exponent)
             w_angle = w_bond3[batch.angle_bond_t] * w_bond3[batch.angle_bond_s]
 
-        block_cls = nn.remat(InteractionBlock) if c.remat else InteractionBlock
-        for k in range(c.num_layers):
-            h, b, t = block_cls(c, name=f"block_{k}")(h, b, t, rho, rho3, batch, w_edge, w_angle)
+        block = nn.remat(InteractionBlock, prevent_cse=False) if c.remat else InteractionBlock
+        blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                         in_axes=(nn.broadcast,) * 5, length=c.num_layers)
+        (h, b, t), _ = blocks(c, name="blocks")((h, b, t), rho, rho3, batch, w_edge, w_angle)
 
         h_hat = Norm(c.norm, c.norm_eps, dt, name="readout_norm")(h)
-        energy = MLP(c.energy_hidden, 1, dt, name="energy_head")(h_hat)[:, 0]
+        energy = MLP(c.energy_hidden, 1, dt, zero_last=True, name="energy_head")(h_hat)[:, 0]
         magmom = jnp.abs(MLP(c.magmom_hidden, 1, dt, name="magmom_head")(h_hat)[:, 0])
         reference = self.param("reference_energy", nn.initializers.zeros, (NUM_ELEMENTS,), dt)
         energy = energy + reference[jnp.clip(batch.numbers - 1, 0, NUM_ELEMENTS - 1)]

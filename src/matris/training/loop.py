@@ -138,5 +138,6 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     results = {name: evaluate(eval_step, final.params, split, eval_budgets, k, mesh, cfg.loss,
                               dtype) for name, split in splits.items() if split.frames}
     summary = finish_report(cfg, final, results, baselines(splits, final.params), out,
-                            train_minutes=progress["elapsed"] / 60)
+                            train_minutes=progress["elapsed"] / 60,
+                            compilations=len(train_step.traces))
     return summary

@@ -85,7 +85,7 @@ def plot_curves(metrics_path: Path, png: Path) -> None:
 
 
 def finish_report(cfg: TrainConfig, model: Model, results: dict, base: dict, out: Path,
-                  train_minutes: float) -> dict:
+                  train_minutes: float, compilations: int) -> dict:
     path = bundle.save(model, out / "model.npz")
     if cfg.release:
         Path(cfg.release).parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +96,7 @@ def finish_report(cfg: TrainConfig, model: Model, results: dict, base: dict, out
     if (out / "metrics.jsonl").exists():
         plot_curves(out / "metrics.jsonl", out / "learning_curves.png")
     summary = {"results": results, "baselines": base, "train_minutes": train_minutes,
+               "train_step_compilations": compilations,
                "num_params": model.num_params, "bundle": str(path), "release": cfg.release}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(md)

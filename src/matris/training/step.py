@@ -49,10 +49,11 @@ def make_optimizer(cfg: OptimConfig, total_steps: int, params) -> optax.Gradient
         0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(total_steps, cfg.warmup_steps + 1),
         end_value=cfg.learning_rate * cfg.final_lr_fraction,
     )
-    train = optax.chain(
+    # flatten: one raveled vector instead of one update per leaf (compiles much faster)
+    train = optax.flatten(optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
         optax.adamw(schedule, weight_decay=cfg.weight_decay),
-    )
+    ))
     labels = jax.tree_util.tree_map_with_path(
         lambda path, _: "frozen" if any(getattr(p, "key", None) in FROZEN for p in path)
         else "train", params)
@@ -68,7 +69,10 @@ def learning_rate(cfg: OptimConfig, total_steps: int, step: int) -> float:
 
 
 def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), params)
+    """Step 0; the EMA starts as a copy (distinct buffers: the step donates its state)."""
+    ema = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), params)
+    params = jax.tree_util.tree_map(lambda x: jnp.array(x, copy=True), params)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), ema)
 
 
 def _summed_terms(predict, params, batches, targets, huber: float) -> dict:
@@ -94,9 +98,12 @@ def make_train_step(model_cfg: MatRISConfig, loss_cfg: LossConfig, optim_cfg: Op
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        d = optim_cfg.ema_decay
-        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, state.ema_params, params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "terms": terms}
+        # EMA with warm-up: early on the average follows the parameters closely
+        t = state.step.astype(jnp.float32)
+        d = jnp.minimum(optim_cfg.ema_decay, (1.0 + t) / (10.0 + t))
+        ema = jax.tree_util.tree_map(lambda e, p: (d * e + (1 - d) * p).astype(p.dtype),
+                                     state.ema_params, params)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "terms": terms}
         return TrainState(state.step + 1, params, opt_state, ema), metrics
 
     data = NamedSharding(mesh, PartitionSpec("data"))

@@ -1,0 +1,196 @@
+"""MatRISCalculator and matris.predict: equal to direct model calls, batching-invariant, few
+compilations in MD, clear errors on bad input, isolated atoms."""
+
+import jax
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk, fcc100
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.verlet import VelocityVerlet
+from calc_helpers import small_model
+from helpers import structures
+
+import matris
+from matris.bundle import DEFAULT_MODEL, MODELS_DIR
+from matris.calculator import compiled_predictor
+from matris.graph import budgets_for, build_graph, graph_sizes, pack
+from matris.md import init_velocities
+
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model(smooth=True)
+
+
+def slab() -> Atoms:
+    """Mixed periodicity: a Cu(100) slab, periodic in x and y only."""
+    atoms = fcc100("Cu", size=(2, 2, 2), vacuum=4.0)
+    atoms.pbc = (True, True, False)
+    atoms.rattle(0.03, seed=7)
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def structs():
+    s = structures()
+    return {"periodic": s["fecr"], "molecule": s["molecule"], "slab": slab(),
+            "triclinic": s["triclinic"], "atom": Atoms("Fe", positions=[[1.0, 2.0, 3.0]])}
+
+
+@pytest.fixture(scope="module")
+def floor(model, structs):
+    """Budgets that fit each test structure alone: one compiled shape for all of them."""
+    cfg = model.config
+    sizes = graph_sizes([build_graph(a, cfg.cutoff, cfg.three_body_cutoff)
+                         for a in structs.values()])
+    return budgets_for(sizes.max(axis=0)[None, :], n_graphs=1)
+
+
+@pytest.fixture(scope="module")
+def direct_fn(model):
+    return jax.jit(model.predictor("efsm"))
+
+
+def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
+    calc = matris.MatRISCalculator(model, budgets=floor)
+    cfg = model.config
+    for name in ("periodic", "molecule", "slab"):
+        atoms = structs[name].copy()
+        atoms.calc = calc
+        graph = build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff)
+        batch, _ = pack([graph], floor, dtype=np.float64)
+        ref = {k: np.asarray(v) for k, v in direct_fn(model.params, batch).items()}
+        n = len(atoms)
+        assert abs(atoms.get_potential_energy() - ref["energy"][0]) < TOL, name
+        assert atoms.get_potential_energy() == calc.get_property("free_energy", atoms)
+        np.testing.assert_allclose(atoms.get_forces(), ref["forces"][:n], atol=TOL)
+        np.testing.assert_allclose(atoms.get_potential_energies(), ref["energies"][:n], atol=TOL)
+        np.testing.assert_allclose(atoms.get_magnetic_moments(), ref["magmoms"][:n], atol=TOL)
+        assert abs(atoms.get_potential_energies().sum() - atoms.get_potential_energy()) < 1e-9
+        if name == "periodic":
+            np.testing.assert_allclose(atoms.get_stress(voigt=False), ref["stress"][0], atol=TOL)
+        else:  # stress is defined for fully periodic structures only
+            with pytest.raises(PropertyNotImplementedError):
+                atoms.get_stress()
+    assert calc.budgets == floor
+    assert calc.compilations <= 1  # one shape for all three structures
+
+
+def test_task_and_dtype(model, structs, floor):
+    atoms = structs["molecule"].copy()
+    atoms.calc = matris.MatRISCalculator(model, budgets=floor)
+    e64 = atoms.get_potential_energy()
+    calc = matris.MatRISCalculator(model, task="e", dtype="float32")
+    assert calc.model.config.dtype == "float32" and jax.config.jax_enable_x64
+    atoms.calc = calc
+    assert abs(atoms.get_potential_energy() - e64) < 1e-4 * max(1.0, abs(e64))
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_forces()
+    with pytest.raises(ValueError, match="task must be one of"):
+        matris.MatRISCalculator(model, task="fs")
+
+
+def test_model_argument_forms(model, structs, floor, tmp_path):
+    path = matris.save(model, tmp_path / "m.npz")
+    atoms = structs["periodic"].copy()
+    atoms.calc = matris.MatRISCalculator(model, budgets=floor)
+    e_model = atoms.get_potential_energy()
+    atoms.calc = matris.MatRISCalculator(str(path), budgets=floor)
+    assert abs(atoms.get_potential_energy() - e_model) < TOL
+    shipped = (MODELS_DIR / f"{DEFAULT_MODEL}.npz").exists()
+    if not shipped:  # no argument = the shipped model; before it exists, a clear error
+        with pytest.raises(FileNotFoundError, match=DEFAULT_MODEL):
+            matris.MatRISCalculator()
+    with pytest.raises(FileNotFoundError, match="no such file or shipped model"):
+        matris.MatRISCalculator("no-such-model")
+
+
+BAD = {
+    "nan": (Atoms("H2", positions=[[0, 0, 0], [np.nan, 0, 0]]), "non-finite position"),
+    "overlap": (Atoms("H2", positions=[[0, 0, 0], [0.05, 0, 0]]), "closer than"),
+    "unknown element": (Atoms(numbers=[1, 0], positions=[[0, 0, 0], [1, 0, 0]]),
+                        "atomic number 0"),
+    "empty": (Atoms(), "empty structure"),
+    "singular cell": (Atoms("Cu", cell=[[2, 0, 0], [4, 0, 0], [0, 0, 2]], pbc=True),
+                      "singular or degenerate cell"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_raises_before_computing(model, case):
+    atoms, message = BAD[case]
+    holder = compiled_predictor(model.config, "efsm")
+    before = holder.compilations
+    calc = matris.MatRISCalculator(model)
+    with pytest.raises(ValueError, match=message):
+        calc.get_potential_energy(atoms.copy())
+    with pytest.raises(ValueError, match=f"structure 1: .*{message}"):
+        matris.predict([bulk("Cu"), atoms.copy()], model, progress=False)
+    assert calc.compilations == 0 and holder.compilations == before
+
+
+def test_isolated_atom(model, structs, floor):
+    """No neighbours: energy = reference energy + readout of the bare embedding; additive."""
+    calc = matris.MatRISCalculator(model, budgets=floor)
+    atom = structs["atom"].copy()
+    e1 = calc.get_potential_energy(atom)
+    assert np.isfinite(e1)
+    np.testing.assert_allclose(calc.get_forces(atom), 0.0, atol=TOL)
+    boxed = Atoms("Fe", positions=[[0.3, 0.2, 0.1]], cell=np.eye(3) * 10.0, pbc=True)
+    assert abs(calc.get_potential_energy(boxed) - e1) < TOL
+    pair = Atoms("Fe2", positions=[[0, 0, 0], [0, 0, model.config.cutoff + 0.5]])
+    assert abs(calc.get_potential_energy(pair) - 2 * e1) < TOL
+    # the reference energy enters additively: shift it and the energy follows exactly
+    ref = np.array(model.params["reference_energy"])
+    ref[25] += 1.25
+    shifted = matris.Model(model.config, {**model.params, "reference_energy": ref})
+    e2 = matris.MatRISCalculator(shifted, budgets=floor).get_potential_energy(atom)
+    assert abs(e2 - e1 - 1.25) < TOL
+
+
+def test_md_compiles_at_most_three_times(model):
+    """200 MD steps of a small hot cell: neighbour counts change all the time, compilations
+    stay <= 3 because budgets are bucketed and only grow."""
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 1, 1)
+    atoms.rattle(0.05, seed=1)
+    calc = matris.MatRISCalculator(model)
+    atoms.calc = calc
+    cfg = model.config
+    sizes, budgets = [], []
+
+    def observe():
+        sizes.append(build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff).sizes)
+        budgets.append(calc.budgets)
+
+    init_velocities(atoms, 2000.0, seed=3)
+    dyn = VelocityVerlet(atoms, 2.0 * units.fs)
+    dyn.attach(observe, interval=1)
+    dyn.run(200)
+    assert len(set(sizes)) > 3, "neighbour counts did not fluctuate; the test proves nothing"
+    assert calc.compilations <= 3
+    for a, b in zip(budgets, budgets[1:], strict=False):  # budgets never shrink
+        assert all(x <= y for x, y in zip(a, b, strict=True))
+
+
+def test_predict_batched_equals_one_by_one(model, structs, floor):
+    atoms_list = list(structs.values())
+    holder = compiled_predictor(model.config, "efsm")
+    before = holder.compilations
+    batched = matris.predict(atoms_list, model, batch_size=2, progress=False)  # 3 batches
+    assert holder.compilations - before <= 1  # all batches share one shape
+    calc = matris.MatRISCalculator(model, budgets=floor)
+    for atoms, res in zip(atoms_list, batched, strict=True):
+        atoms = atoms.copy()
+        atoms.calc = calc
+        assert abs(res["energy"] - atoms.get_potential_energy()) < TOL
+        assert abs(res["energy_per_atom"] * len(atoms) - res["energy"]) < 1e-9
+        np.testing.assert_allclose(res["forces"], atoms.get_forces(), atol=TOL)
+        np.testing.assert_allclose(res["energies"], atoms.get_potential_energies(), atol=TOL)
+        np.testing.assert_allclose(res["magmoms"], atoms.get_magnetic_moments(), atol=TOL)
+        if atoms.pbc.all():
+            np.testing.assert_allclose(res["stress"], atoms.get_stress(voigt=False), atol=TOL)
+        else:
+            assert "stress" not in res

@@ -1,0 +1,179 @@
+"""Training: one compile per run, data-parallel equality, kill/resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+import matris
+from matris.data import make_frame, write_extxyz
+from matris.graph import Budgets, build_graph, pack
+from matris.training import from_dict, train
+from matris.training.config import load_config
+from matris.training.step import init_state, make_mesh, make_optimizer, make_train_step, shard, stack
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"preset": "tiny", "overrides": {"num_layers": 1, "atom_dim": 16, "bond_dim": 16,
+                                        "angle_dim": 16, "energy_hidden": [16],
+                                        "magmom_hidden": [16]}}
+
+
+def emt_frames(n: int = 30, seed: int = 0):
+    """Small labelled set (EMT teacher): fcc metals, strained and rattled, with splits."""
+    rng = np.random.default_rng(seed)
+    lattice = {"Cu": 3.6, "Al": 4.05, "Ni": 3.52, "Ag": 4.09}
+    frames = []
+    for i in range(n):
+        el = list(lattice)[i % 4]
+        atoms = bulk(el, "fcc", a=lattice[el] * (1 + 0.02 * rng.standard_normal()))
+        atoms = atoms * (2, 1, 1) if i % 3 else atoms * (1, 1, 1)
+        atoms.rattle(0.08, seed=i)
+        atoms.calc = EMT()
+        frames.append(make_frame(
+            atoms.copy(), energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+            stress=atoms.get_stress(voigt=False), magmoms=np.abs(rng.normal(size=len(atoms))),
+            source=f"emt:{i}", info={"family": f"{el}{i % 5}",
+                                     "split": ["train", "train", "train", "val", "test"][i % 5]}))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "emt.extxyz"
+    write_extxyz(path, emt_frames())
+    return path
+
+
+def run_config(data_file, out, **extra):
+    cfg = {"output": str(out), "data": {"train": str(data_file)}, "model": TINY,
+           "optim": {"epochs": 3, "warmup_steps": 2, "learning_rate": 2e-3},
+           "batch": {"batch_size": 3, "eval_batch_size": 6}, "checkpoint": {"every_steps": 2},
+           "devices": 1}
+    for key, value in extra.items():
+        cfg.setdefault(key, {}).update(value) if isinstance(value, dict) else cfg.update({key: value})
+    return cfg
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    with pytest.raises(ValueError, match="optim.*learning_rat"):
+        from_dict({"optim": {"learning_rat": 1.0}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {train: x}\nmodle: {}\n")
+    with pytest.raises(ValueError, match="modle"):
+        load_config(bad)
+
+
+@pytest.fixture(scope="module")
+def trained(data_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    return out, train(from_dict(run_config(data_file, out)), resume=False)
+
+
+def test_train_compiles_once_learns_and_releases(trained):
+    out, summary = trained
+    assert summary["train_step_compilations"] == 1
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    model = matris.load(out / "model.npz")
+    ref = np.asarray(model.params["reference_energy"])
+    assert ref[29 - 1] != 0 and ref[13 - 1] != 0  # composition model fitted (Cu, Al)
+    # 20 steps only: the energy head starts at the composition model and must not get worse
+    test_mae = summary["results"]["test"]["energy_mae"]
+    assert test_mae < 1.2 * summary["baselines"]["test"]["energy_mae"]
+
+
+def test_two_devices_equal_one_device(data_file):
+    """One step on a 2-device mesh equals one step on 1 device for the same global batch."""
+    if len(jax.devices()) < 2:
+        pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=2")
+    cfg = from_dict(run_config(data_file, "unused"))
+    model_cfg = matris.get_config("tiny", **TINY["overrides"])
+    frames = emt_frames(8)
+    graphs = [build_graph(f.atoms) for f in frames]
+    budgets = Budgets(24, 1400, 700, 6000, 5)
+    items = [pack(graphs[:4], budgets, frames[:4]), pack(graphs[4:], budgets, frames[4:])]
+    batches, targets = stack(items)
+    params = matris.init_params(model_cfg, items[0][0], 0)
+    results = []
+    for n_dev in (1, 2):
+        mesh = make_mesh(n_dev)
+        opt = make_optimizer(cfg.optim, 10, params)
+        step = make_train_step(model_cfg, cfg.loss, cfg.optim, opt, mesh)
+        state, metrics = step(init_state(params, opt), shard(batches, mesh), shard(targets, mesh))
+        results.append((float(metrics["loss"]), jax.device_get(state.params)))
+    assert abs(results[0][0] - results[1][0]) < 1e-5 * abs(results[0][0])
+    flat = [jax.tree_util.tree_leaves(r[1]) for r in results]
+    for a, b in zip(*flat):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
+def _launch(config_path: Path, cache: Path, *extra):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(ROOT / "src"))
+    return subprocess.Popen([sys.executable, "-m", "matris.training", str(config_path), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(data_file, tmp_path):
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
+    paths = {}
+    for name in ("straight", "killed"):
+        cfg = run_config(data_file, tmp_path / name, optim={"epochs": 4})
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(cfg))
+    straight = _launch(paths["straight"], cache)
+    assert straight.wait(timeout=600) == 0, straight.stdout.read().decode()[-3000:]
+    killed = _launch(paths["killed"], cache)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill once two whole checkpoints exist, mid-run
+        steps = [p for p in ckpts.glob("[0-9]*") if p.is_dir()] if ckpts.exists() else []
+        if len(steps) >= 2 or killed.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert killed.poll() is None, "run finished before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "model.npz").exists()
+    resumed = _launch(paths["killed"], cache)
+    log = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0, log[-3000:]
+    assert "resumed from" in log
+    a = matris.load(tmp_path / "straight" / "model.npz")
+    b = matris.load(tmp_path / "killed" / "model.npz")
+    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-6)
+
+
+def test_mismatched_checkpoint_is_refused_and_kept(data_file, trained):
+    out, _ = trained
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    saved = (out / "model.npz").read_bytes()
+    other = run_config(data_file, out)
+    other["model"] = {"preset": "tiny", "overrides": dict(TINY["overrides"], atom_dim=8)}
+    with pytest.raises(ValueError, match="another model config.*atom_dim"):
+        train(from_dict(other), resume=True)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+    assert (out / "model.npz").read_bytes() == saved
+
+
+def test_missing_energy_label_is_named(tmp_path):
+    frames = emt_frames(4)
+    frames[2] = make_frame(frames[2].atoms, forces=frames[2].forces, source="x:2")
+    path = tmp_path / "partial.extxyz"
+    write_extxyz(path, frames)
+    cfg = from_dict(run_config(path, tmp_path / "run", data={"split_key": "nope"}))
+    with pytest.raises(ValueError, match="no energy label"):
+        train(cfg, resume=False)
