@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed-stamp
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=2
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2 OPENBLAS_NUM_THREADS=1
 CONFIG ?= experiments/default.yaml
 
 .PHONY: help venv ref-env test test-all train bench-scaling bench-graph lint clean-venv
@@ -33,10 +33,10 @@ $(REF_STAMP): tests/reference/setup_ref_env.sh
 ref-env: $(REF_STAMP)
 
 test: venv ref-env
-	$(PY) -m pytest -m "not slow" -q
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q
 
 test-all: venv ref-env
-	$(PY) -m pytest -q
+	$(TEST_ENV) $(PY) -m pytest -q
 
 train: venv
 	$(VENV)/bin/matris train $(CONFIG)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # BLAS threads fight XLA's for 2 cores
 
 import jax  # noqa: E402
 

@@ -7,7 +7,7 @@ from ase import Atoms
 from helpers import BUDGET, predict, setup, structures
 from scipy.spatial.transform import Rotation
 
-from matris import PRESETS, count_params, init_params, make_predictor
+from matris import PRESETS, make_predictor
 from matris.graph import Budgets, build_graph, pack
 
 

@@ -20,7 +20,14 @@ from matris.data import make_frame, write_extxyz
 from matris.graph import Budgets, build_graph, pack
 from matris.training import from_dict, train
 from matris.training.config import load_config
-from matris.training.step import init_state, make_mesh, make_optimizer, make_train_step, shard, stack
+from matris.training.step import (
+    init_state,
+    make_mesh,
+    make_optimizer,
+    make_train_step,
+    shard,
+    stack,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"preset": "tiny", "overrides": {"num_layers": 1, "atom_dim": 16, "bond_dim": 16,

@@ -102,10 +102,13 @@ def resolve_model(model: Model | str | os.PathLike | None, dtype: str | None = N
     if dtype is not None:
         enable_x64_for(dtype)
     if isinstance(model, Model):
-        return model.astype(dtype) if dtype and dtype != model.config.dtype else model
-    from .bundle import load
+        resolved = model.astype(dtype) if dtype and dtype != model.config.dtype else model
+    else:
+        from .bundle import load
 
-    return load(model, dtype=dtype)
+        resolved = load(model, dtype=dtype)
+    enable_x64_for(resolved.config.dtype)  # a float64 model given as such needs x64 too
+    return resolved
 
 
 def device_params(model: Model):

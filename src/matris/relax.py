@@ -69,15 +69,21 @@ class Trajectory:
 
 @dataclasses.dataclass
 class RelaxResult:
-    """Final structure (with its results as a SinglePointCalculator) and the path to it."""
+    """Final structure (with its results as a SinglePointCalculator) and the path to it.
+
+    error: set (and converged False) when BatchRelaxer had to stop this structure because its
+    geometry became invalid; atoms is then that geometry, without results.
+    """
 
     atoms: ase.Atoms
     trajectory: Trajectory
     converged: bool
     steps: int
+    error: str | None = None
 
     @property
     def energy(self) -> float:
+        """Energy (eV) of the last evaluated geometry."""
         return self.trajectory.energies[-1]
 
 
@@ -203,41 +209,49 @@ class BatchRelaxer:
                     self.relax_cell and bool(np.all(atoms.pbc)), float(len(atoms)), Trajectory(),
                     v=np.zeros((len(atoms) + 3, 3)), dt=p.dt, alpha=p.astart)
 
-    def _graphs(self, atoms_list: Sequence[ase.Atoms], labels: Sequence[str]):
-        cfg = self.model.config
-        return [build_graph(a, cfg.cutoff, cfg.three_body_cutoff, lab)
-                for a, lab in zip(atoms_list, labels, strict=True)]
-
     def _admit(self, queue: collections.deque, active: list[_Job], jobs: dict[int, _Job],
                sizes: np.ndarray) -> None:
         """Move waiting jobs into `active` while their initial sizes fit the budgets."""
         while queue and len(active) < self.batch_size:
-            used = sizes[[j.index for j in active]].sum(axis=0) if active else 0
-            total = used + sizes[queue[0]]
-            if active and (np.any(total > np.array(self.budgets[:4]) - 1)
-                           or len(active) + 1 > self.budgets.graphs - 1):
+            rows = [j.index for j in active] + [queue[0]]
+            if active and not fits(sizes[rows], self.budgets):
                 break
-            job = queue.popleft()
-            active.append(jobs[job])
+            active.append(jobs[queue.popleft()])
 
-    def _evaluate(self, active: list[_Job]) -> list[dict]:
-        """Results of every active job at its current geometry (budgets grow if needed)."""
-        atoms_list = [j.current() for j in active]
-        graphs = self._graphs(atoms_list, [f"structure {j.index}" for j in active])
+    def _graph(self, job: _Job, atoms: ase.Atoms):
+        """(graph, None), or (None, message) if the geometry became invalid (e.g. two atoms
+        pulled closer than 0.1 A): that structure stops, the others go on."""
+        cfg = self.model.config
+        try:
+            return build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff,
+                               f"structure {job.index}"), None
+        except ValueError as err:
+            return None, str(err)
+
+    def _evaluate(self, active: list[_Job]):
+        """(evaluated [(job, results, atoms)], failed [(job, atoms, message)]) at the current
+        geometries; budgets grow if the batch no longer fits."""
+        current = [(job, job.current()) for job in active]
+        built = [(job, atoms, *self._graph(job, atoms)) for job, atoms in current]
+        failed = [(job, atoms, err) for job, atoms, _, err in built if err is not None]
+        good = [(job, atoms, g) for job, atoms, g, err in built if err is None]
+        if not good:
+            return [], failed
+        graphs = [g for _, _, g in good]
         if not fits(graphs, self.budgets):
             self.budgets = grow_budgets(graphs, self.budgets, DEFAULT_HEADROOM)
         batch, _ = pack(graphs, self.budgets, dtype=self.predictor.dtype)
         out = self.predictor(self.params, batch)
         starts = np.cumsum([0] + [g.n_atoms for g in graphs])
-        results = []
-        for g, job in enumerate(active):
-            res = structure_results(out, g, slice(starts[g], starts[g + 1]), job.cell_free)
+        evaluated = []
+        for k, (job, atoms, _) in enumerate(good):
+            res = structure_results(out, k, slice(starts[k], starts[k + 1]), job.cell_free)
             if self.keep_trajectory:
-                job.trajectory.record(atoms_list[g], res)
+                job.trajectory.record(atoms, res)
             else:
                 job.trajectory.energies.append(res["energy"])
-            results.append((res, atoms_list[g]))
-        return results
+            evaluated.append((job, res, atoms))
+        return evaluated, failed
 
     def _dof_forces(self, job: _Job, res: dict, atoms: ase.Atoms) -> np.ndarray:
         """[n+3,3] generalized forces: atom rows, then cell rows (zero at fixed cell)."""
@@ -276,7 +290,9 @@ class BatchRelaxer:
     def relax(self, structures: Sequence) -> list[RelaxResult]:
         """Relax all structures; results in input order.  Every structure is validated first."""
         atoms_list = [as_atoms(s) for s in structures]
-        graphs = self._graphs(atoms_list, [f"structure {k}" for k in range(len(atoms_list))])
+        cfg = self.model.config
+        graphs = [build_graph(a, cfg.cutoff, cfg.three_body_cutoff, f"structure {k}")
+                  for k, a in enumerate(atoms_list)]
         if not graphs:
             return []
         sizes = graph_sizes(graphs)
@@ -288,7 +304,11 @@ class BatchRelaxer:
             while queue or active:
                 self._admit(queue, active, jobs, sizes)
                 running, forces = [], []
-                for job, (res, atoms) in zip(active, self._evaluate(active), strict=True):
+                evaluated, failed = self._evaluate(active)
+                for job, atoms, err in failed:
+                    done[job.index] = RelaxResult(atoms, job.trajectory, False, job.steps, err)
+                    bar.update(1)
+                for job, res, atoms in evaluated:
                     f = self._dof_forces(job, res, atoms)
                     converged = bool(np.linalg.norm(f, axis=1).max() < self.fmax)
                     if converged or job.steps >= self.steps:

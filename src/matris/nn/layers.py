@@ -90,20 +90,17 @@ class GatedMLP(nn.Module):
     def __call__(self, pieces: Sequence[Piece]) -> jax.Array:
         fan_in, h = sum(self.in_dims), self.hidden
         p = lambda name, fan, shape: self.param(name, torch_uniform(fan), shape, self.dtype)
-        w_in = jnp.concatenate(
-            [p("core_in_kernel", fan_in, (fan_in, h)), p("gate_in_kernel", fan_in, (fan_in, h))],
-            axis=1,
-        )
-        b_in = jnp.concatenate([p("core_in_bias", fan_in, (h,)), p("gate_in_bias", fan_in, (h,))])
-        acc = b_in
+        w_core, w_gate = p("core_in_kernel", fan_in, (fan_in, h)), p("gate_in_kernel", fan_in, (fan_in, h))
+        acc_c, acc_g = p("core_in_bias", fan_in, (h,)), p("gate_in_bias", fan_in, (h,))
         start = 0
         for (x, index), d in zip(pieces, self.in_dims):
-            proj = x @ w_in[start : start + d]
-            acc = acc + (proj if index is None else proj[index])
+            pc, pg = x @ w_core[start : start + d], x @ w_gate[start : start + d]
+            if index is not None:
+                pc, pg = pc[index], pg[index]
+            acc_c, acc_g = acc_c + pc, acc_g + pg
             start += d
-        hidden = nn.silu(acc)
-        core = hidden[:, :h] @ p("core_out_kernel", h, (h, self.out)) + p("core_out_bias", h, (self.out,))
-        gate = hidden[:, h:] @ p("gate_out_kernel", h, (h, self.out)) + p("gate_out_bias", h, (self.out,))
+        core = nn.silu(acc_c) @ p("core_out_kernel", h, (h, self.out)) + p("core_out_bias", h, (self.out,))
+        gate = nn.silu(acc_g) @ p("gate_out_kernel", h, (h, self.out)) + p("gate_out_bias", h, (self.out,))
         core = Norm(self.norm, self.eps, self.dtype, name="core_norm")(core)
         gate = Norm(self.norm, self.eps, self.dtype, name="gate_norm")(gate)
         return nn.silu(core) * nn.sigmoid(gate)

@@ -23,8 +23,9 @@ class InteractionBlock(nn.Module):
 
     Arguments: carry = (h [N, dn], b [U, de], t [A, dt]), rho / rho3 [U, K], the batch, and
     the smooth-cutoff weights (w_edge [E], w_angle [A]) or None.  Returns ((h, b, t), None),
-    the signature ``nn.scan`` needs: the blocks are scanned, so a model compiles once per
-    block shape whatever its depth, with the layer parameters stacked on a leading axis.
+    the signature ``nn.scan`` needs.  Layer parameters are stacked on a leading axis; the
+    scan is unrolled unless ``config.scan_blocks`` (then a deep model compiles as fast as a
+    one-block model, at some run-time cost on CPU).
     """
 
     config: MatRISConfig
@@ -85,9 +86,12 @@ class MatRIS(nn.Module):
             w_bond3 = polynomial_envelope(bond_length / c.three_body_cutoff, c.envelope_exponent)
             w_angle = w_bond3[batch.angle_bond_t] * w_bond3[batch.angle_bond_s]
 
-        block = nn.remat(InteractionBlock, prevent_cse=False) if c.remat else InteractionBlock
+        block = InteractionBlock
+        if c.remat:
+            block = nn.remat(InteractionBlock, prevent_cse=not c.scan_blocks)
         blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                         in_axes=(nn.broadcast,) * 5, length=c.num_layers)
+                         in_axes=(nn.broadcast,) * 5, length=c.num_layers,
+                         unroll=1 if c.scan_blocks else c.num_layers)
         (h, b, t), _ = blocks(c, name="blocks")((h, b, t), rho, rho3, batch, w_edge, w_angle)
 
         h_hat = Norm(c.norm, c.norm_eps, dt, name="readout_norm")(h)

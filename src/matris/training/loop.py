@@ -19,8 +19,15 @@ from .config import TrainConfig, to_dict
 from .data import count_steps, fitting_budgets, load_splits, step_inputs
 from .loss import means, weighted_loss
 from .report import baselines, finish_report
-from .step import init_state, learning_rate, make_eval_step, make_mesh, make_optimizer
-from .step import make_train_step, shard
+from .step import (
+    init_state,
+    learning_rate,
+    make_eval_step,
+    make_mesh,
+    make_optimizer,
+    make_train_step,
+    shard,
+)
 
 
 def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):

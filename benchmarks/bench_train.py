@@ -1,0 +1,184 @@
+"""Training throughput: structures/s and atoms/s per step of the real jitted train step.
+
+    .venv/bin/python benchmarks/bench_train.py [--presets small 10m] [--devices 1 2]
+        [--steps 8] [--seconds 60] [--config experiments/default.yaml]
+
+For each model preset (the default training config experiments/default.yaml uses `small`; the
+same config with `preset: 10m` for the 10M model) and each device count, a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=N (on a GPU host: the first N GPUs) builds the
+training split of the shipped data set, the fixed budgets, the optimizer and the sharded train
+step exactly as `matris train` does, runs one step to compile, one untimed step, then times
+steps (block_until_ready on the loss) until ``--steps`` steps or ``--seconds`` have passed.
+One step on N devices processes N sub-batches (N x batch_size structures on average), so
+structures/s compares directly.  Writes benchmarks/results/train-<machine>-<date>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import procstats  # noqa: E402
+
+
+def prepare(spec: dict):
+    """Config, splits, budgets, mesh, optimizer, state and step, as matris train builds them."""
+    import numpy as np
+
+    from matris.config import get_config
+    from matris.training.config import load_config
+    from matris.training.data import count_steps, fitting_budgets, load_splits
+    from matris.training.loop import initial_params
+    from matris.training.step import init_state, make_mesh, make_optimizer, make_train_step
+
+    overrides = {"model.preset": spec["preset"], "model.overrides": spec.get("overrides", {})}
+    cfg = load_config(ROOT / spec["config"], overrides)
+    model_cfg = get_config(cfg.model.preset, **cfg.model.overrides)
+    t0 = time.perf_counter()
+    splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
+    data_s = time.perf_counter() - t0
+    mesh = make_mesh(spec["devices"])
+    budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
+    k = mesh.devices.size
+    total = count_steps(splits["train"], budgets, k) * cfg.optim.epochs
+    params = initial_params(cfg, model_cfg, splits["train"], budgets)
+    optimizer = make_optimizer(cfg.optim, total, params)
+    state = init_state(params, optimizer)
+    step = make_train_step(model_cfg, cfg.loss, cfg.optim, optimizer, mesh)
+    info = {"preset": spec["preset"], "model_config": model_cfg.to_dict(),
+            "batch_size": cfg.batch.batch_size, "budgets": list(budgets), "devices": k,
+            "data_s": data_s, "train_frames": len(splits["train"].frames),
+            "dtype": str(np.dtype(model_cfg.dtype))}
+    return cfg, model_cfg, splits, budgets, mesh, state, step, info
+
+
+def batches(splits, budgets, k, dtype, seed=0):
+    """Endless (stacked batches, targets, structures, atoms) in shuffled epochs."""
+    import numpy as np
+
+    from matris.training.data import step_inputs
+
+    epoch = 0
+    while True:
+        rng = np.random.default_rng([seed, epoch])
+        for b, t, n in step_inputs(splits["train"], budgets, k, rng, dtype):
+            yield b, t, n, int(np.sum(b.node_mask))
+        epoch += 1
+
+
+def worker(spec: dict) -> dict:
+    import jax
+    import numpy as np
+
+    from matris.training.step import shard
+
+    cfg, model_cfg, splits, budgets, mesh, state, step, info = prepare(spec)
+    state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    feed = batches(splits, budgets, info["devices"], np.dtype(model_cfg.dtype))
+    times, structs, atoms, losses = [], [], [], []
+    t_start = time.perf_counter()
+    for i in range(2 + spec["steps"]):
+        b, t, n, a = next(feed)
+        t0 = time.perf_counter()
+        state, metrics = step(state, shard(b, mesh), shard(t, mesh))
+        loss = float(jax.block_until_ready(metrics["loss"]))
+        dt = time.perf_counter() - t0
+        if i == 0:
+            info["first_step_s"] = dt  # compile + run
+        elif i >= 2:
+            times.append(dt)
+            structs.append(n)
+            atoms.append(a)
+            losses.append(loss)
+            if time.perf_counter() - t_start > spec["seconds"] and len(times) >= 2:
+                break
+    total = sum(times)
+    info.update(steps=len(times), step_median_s=statistics.median(times), step_mean_s=total / len(times),
+                structures_per_step=sum(structs) / len(times), atoms_per_step=sum(atoms) / len(times),
+                structures_per_s=sum(structs) / total, atoms_per_s=sum(atoms) / total,
+                losses_finite=bool(np.all(np.isfinite(losses))), compilations=len(step.traces),
+                peak_rss_mb=procstats.peak_rss() / 2**20, platform=jax.devices()[0].platform,
+                device=jax.devices()[0].device_kind, load=procstats.load())
+    return info
+
+
+def run_one(preset: str, devices: int, args) -> dict:
+    """A subprocess with N forced host devices (CPU) or the first N GPUs."""
+    spec = {"preset": preset, "devices": devices, "config": args.config, "steps": args.steps,
+            "seconds": args.seconds, "overrides": json.loads(args.overrides)}
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    print(f"== {preset}, {devices} device(s)", flush=True)
+    load = procstats.load()
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode:
+        return {"preset": preset, "devices": devices, "status": "failed",
+                "log_tail": proc.stderr[-1500:]}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out.update(status="ok", load_before=load)
+    print(f"   {out['structures_per_s']:.2f} structures/s, {out['atoms_per_s']:.1f} atoms/s, "
+          f"step {out['step_median_s']:.2f} s, first step {out['first_step_s']:.0f} s", flush=True)
+    return out
+
+
+def markdown(rows, meta) -> str:
+    text = (f"# Training throughput, {meta['host']}, {meta['date']}\n\n{meta['cpu']}, "
+            f"{meta['logical_cpus']} logical CPUs; config {meta['config']} (batch_size = average "
+            "structures per device per step); steady-state steps after compile.\n\n"
+            "| preset | devices | status | step (s, median) | structures/step | atoms/step | "
+            "structures/s | atoms/s | first step incl. compile (s) | peak RSS (MB) | load |\n"
+            + "|---" * 11 + "|\n")
+    for r in rows:
+        if r.get("status") != "ok":
+            text += f"| {r['preset']} | {r['devices']} | {r['status']} |" + " |" * 8 + "\n"
+            continue
+        text += (f"| {r['preset']} | {r['devices']} | ok | {r['step_median_s']:.3g} | "
+                 f"{r['structures_per_step']:.1f} | {r['atoms_per_step']:.0f} | "
+                 f"{r['structures_per_s']:.3g} | {r['atoms_per_s']:.3g} | {r['first_step_s']:.0f} | "
+                 f"{r['peak_rss_mb']:.0f} | {r['load'][0]} |\n")
+    return text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--config", default="experiments/default.yaml")
+    p.add_argument("--presets", nargs="+", default=["small", "10m"])
+    p.add_argument("--devices", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--overrides", default="{}", help="JSON model overrides for every preset")
+    p.add_argument("--steps", type=int, default=10, help="timed steps at most")
+    p.add_argument("--seconds", type=float, default=60.0, help="timed seconds at most")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--out", default=str(HERE / "results"))
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    import scaling_report
+
+    rows = [run_one(preset, n, args) for preset in args.presets for n in args.devices]
+    meta = {"host": __import__("socket").gethostname(), "date": time.strftime("%Y-%m-%d"),
+            "cpu": scaling_report.cpu_name(), "logical_cpus": os.cpu_count(),
+            "config": args.config, "argv": vars(args)}
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"train-{meta['host']}-{meta['date']}"
+    (folder / f"{stem}.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=1))
+    (folder / f"{stem}.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Fast checks of the benchmark helpers (no timing): structures, exponent fits, limits, the
+abstract-shape memory probe and the dense-attention baseline model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import scaling_analysis as sa  # noqa: E402
+import systems  # noqa: E402
+
+from matris.config import get_config  # noqa: E402
+from matris.graph import budgets_for, build_graph, pack  # noqa: E402
+
+
+@pytest.mark.parametrize("system,n,per_atom", [("fecr", 32, (64, 32, 182)),
+                                               ("mgo", 16, (92, 46, 650))])
+def test_structures_have_lattice_counts(system, n, per_atom):
+    atoms = systems.make(system, n)
+    assert len(atoms) == n
+    g = build_graph(atoms, 6.0, 4.0)
+    assert np.allclose(np.array(g.sizes[1:]) / n, per_atom, rtol=0.01)
+
+
+def test_doubling_supercells_stay_near_cubic():
+    assert systems._reps(2, 16) == (2, 2, 2)
+    assert systems._reps(2, 32) == (2, 2, 4)
+    assert systems._reps(8, 64) == (2, 2, 2)
+    with pytest.raises(ValueError):
+        systems._reps(2, 24)
+
+
+def test_slope_uses_the_larger_half():
+    n = np.array([16, 32, 64, 128, 256, 512])
+    t = np.where(n < 100, 1.0, n / 128.0)  # flat (overhead), then linear
+    assert sa.slope(n, t) == pytest.approx(1.0)
+    assert sa.slope(n, n**2.0) == pytest.approx(2.0)
+    assert sa.slope([16], [1.0]) is None
+
+
+def test_limits_and_points_from_records():
+    rec = lambda n, status, **kw: {"label": "jax:x", "system": "fecr", "kind": "jax",
+                                   "atoms": n, "status": status, **kw}
+    timed = {"efs": {"status": "ok", "median_s": 2.0, "min_s": 1.9, "n": 3, "compile_s": 5.0}}
+    records = [rec(16, "ok", threads=2, **timed), rec(16, "ok", threads=1,
+               efs={**timed["efs"], "median_s": 1.0}), rec(32, "time budget"),
+               rec(256, "probe: fits", probe=True), rec(512, "probe: exceeds memory", probe=True)]
+    lim = sa.limits(records)[("jax:x", "fecr")]
+    assert (lim["largest"], lim["stopped_at"], lim["largest_probe_fit"]) == (16, 32, 256)
+    assert lim["smallest_probe_fail"] == 512
+    point = sa.points(records)[("jax:x", "fecr")][0]
+    assert point["efs_s"] == 1.0 and point["threads"] == 1 and point["compile_s"] == 5.0
+
+
+def test_abstract_batch_scales_every_level():
+    import worker_jax
+
+    g = build_graph(systems.make("fecr", 16), 6.0, 4.0)
+    budgets = budgets_for([g])
+    batch, _ = pack([g], budgets)
+    new = tuple(budgets_for(np.array([[128, 8192, 4096, 23296]])))
+    abstract = worker_jax.abstract_batch(batch, tuple(budgets), new)
+    assert abstract.angle_center.shape == (new[3],)
+    assert abstract.graphs.edges["shift"].shape == (new[1], 3)
+    assert abstract.node_mask.shape == (new[0],)
+    assert abstract.graph_mask.shape == (new[4],)
+
+
+def test_dense_baseline_runs_and_is_finite():
+    import dense_attention
+
+    import matris.nn.model as model_module
+    from matris.potential import init_params, make_predictor
+
+    original = model_module.InteractionBlock
+    try:
+        dense_attention.install()
+        cfg = get_config("tiny")
+        g = build_graph(systems.make("fecr", 16), cfg.cutoff, cfg.three_body_cutoff)
+        batch, _ = pack([g], budgets_for([g]))
+        params = init_params(cfg, batch, 0)
+        assert "attn_atom_dense" in params["blocks"]
+        out = jax.jit(make_predictor(cfg, "ef"))(params, batch)
+        assert np.all(np.isfinite(np.asarray(out["forces"])))
+    finally:
+        model_module.InteractionBlock = original
