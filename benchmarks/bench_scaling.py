@@ -72,6 +72,18 @@ def official_checkpoints(curves, workdir: Path, structures: str) -> dict:
     return out
 
 
+def peak_flops(paths, threads_list) -> dict:
+    """Matrix-product GFLOP/s of this machine per thread setting (the FLOP-efficiency scale)."""
+    out = {}
+    for threads in threads_list:
+        spec = {"label": "peak-matmul", "system": "-", "sizes": [0], "threads": threads,
+                "peak": True, "pin": threads > 0}
+        recs = runner.run_curve("jax", spec, paths["work"], timeout_s=120)
+        if recs and recs[0].get("status") == "ok":
+            out[str(threads)] = recs[0]["gflops_per_s"]
+    return out
+
+
 def jax_model(curve, ckpts: dict) -> dict:
     if curve.variant != "dense" and curve.model in ckpts:
         return {"ckpt": ckpts[curve.model]}
@@ -188,6 +200,7 @@ def main(argv=None) -> Path:
                              sizes)
     ckpts = {} if gpu else official_checkpoints(curves, work, paths["structures"])
     meta = scaling_report.machine_meta(device, args, ckpts, procstats.load())
+    meta["peak_matmul_gflops"] = peak_flops(paths, [0] if gpu else [2, 1])
     print(f"bench-scaling: {len(curves)} curves, budget {budget_min:.0f} min, memory cap "
           f"{args.mem_cap / GIB:.1f} GiB, device {device['device']}, work dir {work}", flush=True)
     records = []

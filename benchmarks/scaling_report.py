@@ -47,15 +47,26 @@ def _f(x, fmt="{:.3g}"):
     return "" if x is None else fmt.format(x)
 
 
-def summary_table(pts, fit, lim) -> str:
+def efficiency(point: dict, peak: dict) -> str:
+    """Achieved GFLOP/s (XLA cost analysis) and its share of the matrix-product peak."""
+    gf = point.get("gflops_per_s")
+    ref = peak.get(str(point.get("threads"))) or peak.get("0")
+    if gf is None:
+        return ""
+    return f"{gf:.3g}" + (f" ({100 * gf / ref:.0f} %)" if ref else "")
+
+
+def summary_table(pts, fit, lim, peak) -> str:
     head = ("| curve | system | sizes | largest timed | ms/atom there | atoms/s there | "
-            "exponent time (E+F+S) | exponent E only | exponent memory | stopped at | why "
-            "| largest fitting (XLA probe) |\n" + "|---" * 12 + "|\n")
+            "GFLOP/s there (% of matmul peak) | exponent time (E+F+S) | exponent E only | "
+            "exponent memory | stopped at | why | largest fitting (XLA probe) |\n"
+            + "|---" * 13 + "|\n")
     rows = []
     for (label, system), ps in sorted(pts.items()):
         last, f, li = ps[-1], fit[(label, system)], lim.get((label, system), {})
         rows.append(f"| {label} | {system} | {len(ps)} | {last['atoms']} | "
                     f"{_f(last['us_per_atom'] / 1e3)} | {_f(last['atoms_per_s'])} | "
+                    f"{efficiency(last, peak)} | "
                     f"{_f(f['time'], '{:.2f}')} | {_f(f['time_energy'], '{:.2f}')} | "
                     f"{_f(f['memory'], '{:.2f}')} | {_f(li.get('stopped_at'), '{}')} | "
                     f"{li.get('reason') or ''} | {_f(li.get('largest_probe_fit'), '{}')} |")
@@ -138,7 +149,9 @@ def markdown(meta, pts, fit, lim, plots) -> str:
             "VmHWM during the calls (absolute, and its increase over the RSS before the calls); "
             "XLA temp is the compiled executable's temporary buffer size; exponents are "
             "log-log slopes over the larger half of the sizes.\n\n"
-            f"Plots: {', '.join(plots)}\n\n## Summary\n\n" + summary_table(pts, fit, lim))
+            f"Matrix-product peak (GFLOP/s by thread count): {meta.get('peak_matmul_gflops')}."
+            f"\n\nPlots: {', '.join(plots)}\n\n## Summary\n\n"
+            + summary_table(pts, fit, lim, meta.get("peak_matmul_gflops") or {}))
     if ratio_text:
         text += "\n## JAX vs the official PyTorch MatRIS 0.1.0 (same weights)\n" + ratio_text
     vt = variant_table(pts, lim)

@@ -256,8 +256,26 @@ def _tasks(rec, spec):
     return [rec[t] for t in spec.get("tasks", ["efs", "e"]) if isinstance(rec.get(t), dict)]
 
 
+def peak_matmul(spec: dict) -> None:
+    """The machine's practical FLOP/s: a 2048^3 float32 matrix product, median of 10."""
+    import jax
+    import jax.numpy as jnp
+
+    n = spec.get("peak_n", 2048)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    stats = procstats.timed_calls(lambda: jax.block_until_ready(f(a)), 10, warmup=2)
+    procstats.emit(spec.get("out"), {"label": "peak-matmul", "system": "-",
+                                     "threads": spec.get("threads"), "status": "ok",
+                                     "gflops_per_s": 2 * n**3 / stats["median_s"] / 1e9,
+                                     "n": n, **stats, "load": procstats.load()})
+
+
 def run(spec: dict) -> None:
     cpus = setup(spec)
+    if spec.get("peak"):
+        peak_matmul(spec)
+        return
     if spec.get("dense"):
         import dense_attention
 

@@ -6,6 +6,7 @@ environment (it also imports as `matris`).  We load the checkpoint with our conv
 compare energy, forces, stress and magmoms, in float64 and float32.
 """
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -73,6 +74,8 @@ def run_official(tmp: Path, config: dict, dtype: str, structures, load_ckpt: Pat
 
 
 def ours(model, structures):
+    # a rolled scan over the blocks: same numbers, compiles several times faster (10 blocks)
+    model = dataclasses.replace(model, config=model.config.replace(scan_blocks=True))
     graphs = [build_graph(a, model.config.cutoff, model.config.three_body_cutoff) for a in structures]
     batch, _ = pack(graphs, budgets_for(graphs), dtype=np.dtype(model.config.dtype))
     out = {k: np.asarray(v) for k, v in model.predictor("efsm")(model.params, batch).items()}

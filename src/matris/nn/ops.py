@@ -21,6 +21,9 @@ def segment_sum(data: jax.Array, segment_ids: jax.Array, num_segments: int) -> j
     return jax.ops.segment_sum(data, segment_ids, num_segments=num_segments)
 
 
+SMOOTH_SOFTMAX_EPS = 1e-6
+
+
 def segment_softmax(
     logits: jax.Array,
     segment_ids: jax.Array,
@@ -39,11 +42,14 @@ def segment_softmax(
     seg_max = jnp.where(jnp.isfinite(seg_max), seg_max, 0.0)
     shifted = logits - jax.lax.stop_gradient(seg_max)[segment_ids]
     expo = jnp.exp(shifted)
-    if weights is not None:
-        expo = expo * weights[:, None]
+    if weights is None:
+        denom = segment_sum(expo, segment_ids, num_segments)[segment_ids]
+        return expo / jnp.where(denom > 0, denom, 1.0)
+    # Smooth cutoff: a small constant in the denominator keeps the weights (and their first
+    # and second derivatives) bounded when every row of a segment fades out together.
+    expo = expo * weights[:, None]
     denom = segment_sum(expo, segment_ids, num_segments)[segment_ids]
-    positive = denom > 0
-    return jnp.where(positive, expo / jnp.where(positive, denom, 1.0), 0.0)
+    return expo / (denom + SMOOTH_SOFTMAX_EPS)
 
 
 def pair_mean(data: jax.Array, pair_ids: jax.Array, num_pairs: int) -> jax.Array:

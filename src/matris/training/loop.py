@@ -102,6 +102,9 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             if i < progress["step_in_epoch"]:
                 continue
             state, metrics = train_step(state, shard(batches, mesh), shard(targets, mesh))
+            if bool(metrics["skipped"]):
+                progress["skipped"] = progress.get("skipped", 0) + 1
+                print(f"step {int(state.step)}: non-finite loss or gradient, update skipped")
             n_struct += n
             progress["step_in_epoch"] = i + 1
             step = int(state.step)

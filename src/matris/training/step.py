@@ -96,14 +96,20 @@ def make_train_step(model_cfg: MatRISConfig, loss_cfg: LossConfig, optim_cfg: Op
             return weighted_loss(terms, loss_cfg), terms
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # a non-finite loss or gradient (one bad batch) skips the update instead of
+        # poisoning the parameters; the step still counts (data order is unchanged)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
         # EMA with warm-up: early on the average follows the parameters closely
         t = state.step.astype(jnp.float32)
         d = jnp.minimum(optim_cfg.ema_decay, (1.0 + t) / (10.0 + t))
         ema = jax.tree_util.tree_map(lambda e, p: (d * e + (1 - d) * p).astype(p.dtype),
                                      state.ema_params, params)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "terms": terms}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "skipped": ~ok, "terms": terms}
         return TrainState(state.step + 1, params, opt_state, ema), metrics
 
     data = NamedSharding(mesh, PartitionSpec("data"))
