@@ -8,13 +8,15 @@ REF_STAMP := $(REF_VENV)/.installed-stamp
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2 OPENBLAS_NUM_THREADS=1
 CONFIG ?= experiments/default.yaml
 
-.PHONY: help venv ref-env test test-all train bench-scaling bench-graph lint clean-venv
+.PHONY: help venv ref-env test test-all train bench-scaling bench-train bench-graph lint clean-venv
 
 help:
 	@echo "make train          install (.venv), train the default model on data/, write a bundle"
 	@echo "make test           install, then the default test suite (includes official-parity tests)"
 	@echo "make test-all       the default suite plus the slow tests"
-	@echo "make bench-scaling  cost vs atom count (benchmarks/)"
+	@echo "make bench-scaling  cost vs atom count, JAX vs the official PyTorch model (benchmarks/)"
+	@echo "                    BENCH_ARGS=--quick: the under-5-minute version"
+	@echo "make bench-train    training throughput, default config and 10m, 1 vs 2 devices"
 	@echo "make lint           ruff"
 
 $(STAMP): pyproject.toml
@@ -41,8 +43,11 @@ test-all: venv ref-env
 train: venv
 	$(VENV)/bin/matris train $(CONFIG)
 
-bench-scaling: venv
+bench-scaling: venv ref-env
 	$(PY) benchmarks/bench_scaling.py $(BENCH_ARGS)
+
+bench-train: venv
+	$(PY) benchmarks/bench_train.py $(BENCH_ARGS)
 
 bench-graph: venv
 	$(PY) benchmarks/bench_graph.py

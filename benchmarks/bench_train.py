@@ -1,10 +1,11 @@
 """Training throughput: structures/s and atoms/s per step of the real jitted train step.
 
-    .venv/bin/python benchmarks/bench_train.py [--presets small 10m] [--devices 1 2]
-        [--steps 8] [--seconds 60] [--config experiments/default.yaml]
+    make bench-train    (= .venv/bin/python benchmarks/bench_train.py [--presets default 10m]
+        [--devices 1 2] [--steps 8] [--seconds 60] [--batch-size 10m=1])
 
-For each model preset (the default training config experiments/default.yaml uses `small`; the
-same config with `preset: 10m` for the 10M model) and each device count, a subprocess with
+For each model ("default": the model of the training config, experiments/default.yaml, with
+its overrides; "10m" or another preset name: that preset as it is, in the same training
+config; 10m with remat and one structure per device, see PRESET_BATCH) and each device count, a subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=N (on a GPU host: the first N GPUs) builds the
 training split of the shipped data set, the fixed budgets, the optimizer and the sharded train
 step exactly as `matris train` does, runs one step to compile, one untimed step, then times
@@ -16,6 +17,7 @@ structures/s compares directly.  Writes benchmarks/results/train-<machine>-<date
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -29,6 +31,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import procstats  # noqa: E402
 
+# The 10m train step (650 angles per atom at r_3 = 4.5 A, double backprop) asked XLA for 104 GB
+# at the default config's 16 structures per step and still 41 GB at one structure per step with
+# rematerialised blocks (budgets fit the data set's largest structure), measured on the 24 GB
+# dev VM: it runs on a large-memory GPU only.  One structure per device, remat on.
+PRESET_BATCH = {"10m": 1}
+PRESET_OVERRIDES = {"10m": {"remat": True}}
+
 
 def prepare(spec: dict):
     """Config, splits, budgets, mesh, optimizer, state and step, as matris train builds them."""
@@ -40,21 +49,28 @@ def prepare(spec: dict):
     from matris.training.loop import initial_params
     from matris.training.step import init_state, make_mesh, make_optimizer, make_train_step
 
-    overrides = {"model.preset": spec["preset"], "model.overrides": spec.get("overrides", {})}
-    cfg = load_config(ROOT / spec["config"], overrides)
-    model_cfg = get_config(cfg.model.preset, **cfg.model.overrides)
+    cfg = load_config(ROOT / spec["config"])
+    if spec.get("batch_size"):
+        cfg = dataclasses.replace(cfg, batch=dataclasses.replace(cfg.batch,
+                                                                 batch_size=spec["batch_size"]))
+    if spec["preset"] == "default":  # the config's model, its own overrides included
+        model_cfg = get_config(cfg.model.preset, **{**cfg.model.overrides, **spec["overrides"]})
+    else:  # a named preset as it is (the config's CPU-budget overrides do not apply)
+        model_cfg = get_config(spec["preset"], **{**PRESET_OVERRIDES.get(spec["preset"], {}),
+                                                  **spec["overrides"]})
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
     data_s = time.perf_counter() - t0
     mesh = make_mesh(spec["devices"])
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
     k = mesh.devices.size
-    total = count_steps(splits["train"], budgets, k) * cfg.optim.epochs
+    total = sum(count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs))
     params = initial_params(cfg, model_cfg, splits["train"], budgets)
     optimizer = make_optimizer(cfg.optim, total, params)
     state = init_state(params, optimizer)
     step = make_train_step(model_cfg, cfg.loss, cfg.optim, optimizer, mesh)
-    info = {"preset": spec["preset"], "model_config": model_cfg.to_dict(),
+    info = {"preset": spec["preset"] if spec["preset"] != "default"
+            else f"default ({cfg.model.preset})", "model_config": model_cfg.to_dict(),
             "batch_size": cfg.batch.batch_size, "budgets": list(budgets), "devices": k,
             "data_s": data_s, "train_frames": len(splits["train"].frames),
             "dtype": str(np.dtype(model_cfg.dtype))}
@@ -65,11 +81,11 @@ def batches(splits, budgets, k, dtype, seed=0):
     """Endless (stacked batches, targets, structures, atoms) in shuffled epochs."""
     import numpy as np
 
-    from matris.training.data import step_inputs
+    from matris.training.data import epoch_rng, step_inputs
 
     epoch = 0
     while True:
-        rng = np.random.default_rng([seed, epoch])
+        rng = epoch_rng(seed, epoch)
         for b, t, n in step_inputs(splits["train"], budgets, k, rng, dtype):
             yield b, t, n, int(np.sum(b.node_mask))
         epoch += 1
@@ -114,6 +130,7 @@ def worker(spec: dict) -> dict:
 def run_one(preset: str, devices: int, args) -> dict:
     """A subprocess with N forced host devices (CPU) or the first N GPUs."""
     spec = {"preset": preset, "devices": devices, "config": args.config, "steps": args.steps,
+            "batch_size": args.batch_size.get(preset, PRESET_BATCH.get(preset)),
             "seconds": args.seconds, "overrides": json.loads(args.overrides)}
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
@@ -155,14 +172,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--config", default="experiments/default.yaml")
-    p.add_argument("--presets", nargs="+", default=["small", "10m"])
+    p.add_argument("--presets", nargs="+", default=["default", "10m"],
+                   help="'default' = the config's own preset")
     p.add_argument("--devices", nargs="+", type=int, default=[1, 2])
     p.add_argument("--overrides", default="{}", help="JSON model overrides for every preset")
+    p.add_argument("--batch-size", nargs="*", default=[], help="PRESET=N: structures per "
+                   f"device per step (defaults: {PRESET_BATCH}; others: the config's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps at most")
     p.add_argument("--seconds", type=float, default=60.0, help="timed seconds at most")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
+    args.batch_size = {k: int(v) for k, v in (item.split("=") for item in args.batch_size)}
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return

@@ -12,8 +12,9 @@ from calc_helpers import small_model
 from helpers import structures
 
 import matris
+from matris import calculator as calculator_module
 from matris.bundle import DEFAULT_MODEL, MODELS_DIR
-from matris.calculator import compiled_predictor
+from matris.calculator import CompiledPredictor, compiled_predictor
 from matris.graph import budgets_for, build_graph, graph_sizes, pack
 from matris.md import init_velocities
 
@@ -77,6 +78,24 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
                 atoms.get_stress()
     assert calc.budgets == floor
     assert calc.compilations <= 1  # one shape for all three structures
+
+
+def test_large_shapes_rematerialise_with_equal_results(model, structs, floor, direct_fn,
+                                                       monkeypatch):
+    """Above REMAT_ANGLES a force call compiles the rematerialised blocks: same results."""
+    monkeypatch.setattr(calculator_module, "REMAT_ANGLES", 0)
+    cfg = model.config
+    holder = CompiledPredictor(cfg, "efsm")
+    holder._jitted = None  # the plain (non-remat) function must not be used for this shape
+    graph = build_graph(structs["periodic"], cfg.cutoff, cfg.three_body_cutoff)
+    batch, _ = pack([graph], floor, dtype=np.float64)
+    got = holder(model.params, batch)
+    ref = direct_fn(model.params, batch)
+    for key in ("energy", "forces", "stress", "magmoms"):
+        np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
+    assert holder.compilations == 1
+    energy_only = CompiledPredictor(cfg, "e")  # no gradient: nothing to rematerialise
+    assert energy_only._jitted_remat is energy_only._jitted
 
 
 def test_task_and_dtype(model, structs, floor):

@@ -60,17 +60,29 @@ def enable_x64_for(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+# Above this many padded angles a force/stress call rematerialises each interaction block (the
+# same numbers; the backward pass recomputes one block's activations instead of keeping all of
+# them), so large systems fit in memory.  The official code switches to activation
+# checkpointing near the same size (60,000 angles).
+REMAT_ANGLES = 1 << 16
+
+
 class CompiledPredictor:
     """One model configuration and task, compiled ahead of time once per padded shape.
 
     ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
+    Shapes with more than REMAT_ANGLES angles compile with ``remat=True`` when the task takes
+    gradients (and the config does not set remat itself).
     """
 
     def __init__(self, config: MatRISConfig, task: str):
         self.config, self.task = config, check_task(task)
         self.dtype = np.dtype(config.dtype)
         self._jitted = jax.jit(make_predictor(config, task))
+        auto_remat = "f" in task and not config.remat  # forces (and stress) take gradients
+        self._jitted_remat = (jax.jit(make_predictor(config.replace(remat=True), task))
+                              if auto_remat else self._jitted)
         self._executables: dict[tuple, Any] = {}
         self.compilations = 0
 
@@ -81,7 +93,9 @@ class CompiledPredictor:
         """The compiled executable for this batch's shape (compiled on first use)."""
         key = self.key(batch)
         if key not in self._executables:
-            self._executables[key] = self._jitted.lower(params, batch).compile()
+            big = batch.angle_center.shape[0] > REMAT_ANGLES
+            jitted = self._jitted_remat if big else self._jitted
+            self._executables[key] = jitted.lower(params, batch).compile()
             self.compilations += 1
         return self._executables[key]
 

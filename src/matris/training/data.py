@@ -83,9 +83,19 @@ def fitting_budgets(splits: dict[str, Split], batch_size: int, headroom: float) 
     return Budgets(*[max(int(b), int(m) + 1) for b, m in zip(base[:4], largest)], base.graphs)
 
 
-def count_steps(split: Split, budgets: Budgets, k: int) -> int:
-    n = sum(1 for _ in iterate_batches(split.graphs, budgets, None))
-    return -(-n // k)
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The shuffling RNG of one epoch (a resumed run replays the same order)."""
+    return np.random.default_rng([seed, epoch])
+
+
+def count_steps(split: Split, budgets: Budgets, k: int, seed: int, epochs: int) -> list[int]:
+    """Steps of each epoch, packed exactly as training will pack them (host only, cheap): the
+    learning-rate schedule then ends at the last step instead of part-way down."""
+    counts = []
+    for epoch in range(epochs):
+        n = sum(1 for _ in iterate_batches(split.graphs, budgets, epoch_rng(seed, epoch)))
+        counts.append(-(-n // k))
+    return counts
 
 
 def _pack(split: Split, indices: Sequence[int], budgets: Budgets, dtype):

@@ -16,7 +16,7 @@ from ..data import fit_reference_energies
 from ..potential import Model, init_params
 from .checkpoint import Checkpoints, dumps
 from .config import TrainConfig, to_dict
-from .data import count_steps, fitting_budgets, load_splits, step_inputs
+from .data import count_steps, epoch_rng, fitting_budgets, load_splits, step_inputs
 from .loss import means, weighted_loss
 from .report import baselines, finish_report
 from .step import (
@@ -71,8 +71,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     k = mesh.devices.size
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
     eval_budgets = fitting_budgets(splits, cfg.batch.eval_batch_size, cfg.batch.headroom)
-    steps_per_epoch = count_steps(splits["train"], budgets, k)
-    total_steps = steps_per_epoch * cfg.optim.epochs
+    epoch_steps = count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs)
+    total_steps = sum(epoch_steps)
     params = initial_params(cfg, model_cfg, splits["train"], budgets)
     optimizer = make_optimizer(cfg.optim, total_steps, params)
     state = init_state(params, optimizer)
@@ -91,11 +91,11 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     elapsed0, t_start = progress["elapsed"], time.time()
     print(f"{len(splits['train'].frames)} train / {len(splits['val'].frames)} val / "
           f"{len(splits['test'].frames)} test frames; budgets {tuple(budgets)}; {k} device(s); "
-          f"{steps_per_epoch} steps/epoch; data ready in {time.time() - t0:.0f} s")
+          f"{total_steps} steps in {cfg.optim.epochs} epoch(s); data ready in {time.time() - t0:.0f} s")
     stop = False
     for epoch in range(progress["epoch"], cfg.optim.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch])
-        bar = tqdm(total=steps_per_epoch, initial=progress["step_in_epoch"], desc=f"epoch {epoch + 1}",
+        rng = epoch_rng(cfg.seed, epoch)
+        bar = tqdm(total=epoch_steps[epoch], initial=progress["step_in_epoch"], desc=f"epoch {epoch + 1}",
                    dynamic_ncols=True, mininterval=2.0)
         n_struct, t_epoch = 0, time.time()
         for i, (batches, targets, n) in enumerate(step_inputs(splits["train"], budgets, k, rng, dtype)):
@@ -108,7 +108,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             n_struct += n
             progress["step_in_epoch"] = i + 1
             step = int(state.step)
-            if step % 10 == 0 or i + 1 == steps_per_epoch:
+            if step % 10 == 0 or i + 1 == epoch_steps[epoch]:
                 rate = n_struct / max(time.time() - t_epoch, 1e-9)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4f}",
                                 lr=f"{learning_rate(cfg.optim, total_steps, step):.2e}",
