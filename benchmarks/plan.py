@@ -59,6 +59,8 @@ def full_plan() -> list[Curve]:
         Curve("jax", "official", budget_s=240, probe=True),
         Curve("torch", "official", "mmap0", max_atoms=1024, budget_s=420, max_call_s=100,
               max_repeats=3),
+        Curve("jax", "official", "remat", systems=fe, tasks=("efs",), threads=(2,),
+              budget_s=240, probe=True),
         Curve("jax", "10m", budget_s=300, probe=True),
         Curve("torch", "10m", "mmap0", max_atoms=512, budget_s=300, max_call_s=100,
               max_repeats=3),
