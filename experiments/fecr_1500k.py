@@ -50,8 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--long", action="store_true", help="2,000 equilibration + 20,000 steps")
     p.add_argument("--thermostat", default="nose-hoover")
     p.add_argument("--no-remat", action="store_true",
-                   help="keep every block's activations for the force pass (about 3x the "
-                        "memory: ~25 GB for the 'small' preset at 1,024 atoms)")
+                   help="keep every block's activations for the force pass (more memory; "
+                        "measured with the 'small' preset at 1,024 atoms: ~25 GB)")
     p.add_argument("--loginterval", type=int, default=5)
     p.add_argument("--max-minutes", type=float, default=12.0,
                    help="wall-clock budget of the MD (equilibration at most a third of it)")
