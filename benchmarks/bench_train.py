@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import procstats  # noqa: E402
+from matris import runtime as matris_runtime  # noqa: E402
 
 # The 10m train step (650 angles per atom at r_3 = 4.5 A, double backprop) asked XLA for 104 GB
 # at the default config's 16 structures per step and still 41 GB at one structure per step with
@@ -132,7 +133,7 @@ def run_one(preset: str, devices: int, args) -> dict:
     spec = {"preset": preset, "devices": devices, "config": args.config, "steps": args.steps,
             "batch_size": args.batch_size.get(preset, PRESET_BATCH.get(preset)),
             "seconds": args.seconds, "overrides": json.loads(args.overrides)}
-    env = dict(os.environ)
+    env = matris_runtime.with_hugepages(dict(os.environ)) or dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])

@@ -1,6 +1,8 @@
 """What `make bench-scaling` measures: the curves, their sizes and their time budgets.
 
-A curve is one model (JAX preset or variant, the official PyTorch model, or a teacher) on one
+A JAX curve without a variant runs as the calculator does (force/stress shapes above
+``matris.calculator.REMAT_ANGLES`` angles rematerialised); a variant fixes the setting for
+every size.  A curve is one model (JAX preset or variant, the official PyTorch model, or a teacher) on one
 system, doubling from 16 atoms; each worker stops by itself at the first size that does not fit
 in memory or would overrun the curve's time budget.  Budgets are seconds per (curve, system,
 thread count).  The full plan is sized for about 60 minutes on the 2-core development VM; the
@@ -22,13 +24,15 @@ OFFICIAL_CONFIGS = {
 VARIANTS = {"": {}, "remat": {"remat": True}, "scan": {"scan_blocks": True},
             "remat+scan": {"remat": True, "scan_blocks": True}}
 FAST_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
+# 2 MiB pages for glibc's large blocks (matris.runtime; the `matris` command sets it itself).
+HUGEPAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Curve:
     kind: str                 # "jax" | "torch" | "teacher"
     model: str                # JAX preset / official config name / teacher name
-    variant: str = ""         # JAX: "", remat, scan, remat+scan, dense; torch: "", mmap0
+    variant: str = ""         # JAX: "", remat, scan, remat+scan, dense; torch: "", mmap0, thp
     systems: tuple = ("fecr", "mgo")
     max_atoms: int = 1 << 16
     min_atoms: int = 16
@@ -45,7 +49,10 @@ class Curve:
 
     @property
     def env(self) -> dict:
-        return FAST_MALLOC if self.variant == "mmap0" else {}
+        """Allocator settings: JAX always runs with huge pages (as the `matris` command
+        does); torch with what its variant names (mmap0: memory kept; thp: huge pages)."""
+        env = dict(HUGEPAGES) if self.kind == "jax" or "thp" in self.variant else {}
+        return {**env, **FAST_MALLOC} if "mmap0" in self.variant else env
 
     def overrides(self) -> dict:
         return dict(VARIANTS.get(self.variant.replace("dense", "").strip("+"), {}))
@@ -57,12 +64,12 @@ def full_plan() -> list[Curve]:
     fe = ("fecr",)
     return [
         Curve("jax", "official", budget_s=240, probe=True),
-        Curve("torch", "official", "mmap0", max_atoms=1024, budget_s=420, max_call_s=100,
+        Curve("torch", "official", "mmap0+thp", max_atoms=1024, budget_s=420, max_call_s=100,
               max_repeats=3),
         Curve("jax", "official", "remat", systems=fe, tasks=("efs",), threads=(2,),
               budget_s=240, probe=True),
         Curve("jax", "10m", budget_s=300, probe=True),
-        Curve("torch", "10m", "mmap0", max_atoms=512, budget_s=300, max_call_s=100,
+        Curve("torch", "10m", "mmap0+thp", max_atoms=512, budget_s=300, max_call_s=100,
               max_repeats=3),
         Curve("jax", "small", budget_s=120, probe=True),
         Curve("jax", "tiny", systems=fe, budget_s=90, probe=True),
@@ -90,7 +97,7 @@ def quick_plan() -> list[Curve]:
               threads=(2,)),
         Curve("jax", "official", systems=fe, max_atoms=32, tasks=("efs",), budget_s=60,
               threads=(2,)),
-        Curve("torch", "official", "mmap0", systems=fe, max_atoms=32, tasks=("efs",),
+        Curve("torch", "official", "mmap0+thp", systems=fe, max_atoms=32, tasks=("efs",),
               budget_s=30, max_repeats=2),
         Curve("teacher", "sevennet-0", systems=fe, max_atoms=32, tasks=("efs",), budget_s=15,
               threads=(1,)),

@@ -42,7 +42,7 @@ def clean_env(extra: dict | None = None) -> dict:
              if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags)
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_MAX_",
-                "MALLOC_TRIM_THRESHOLD_"):
+                "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         env.pop(key, None)
     env.update({k: str(v) for k, v in (extra or {}).items()})
     return env

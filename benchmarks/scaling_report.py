@@ -12,8 +12,8 @@ from pathlib import Path
 
 import scaling_analysis as sa
 
-COMPARE = (("jax:official", "torch:official/mmap0", "torch:official"),
-           ("jax:10m", "torch:10m/mmap0", "torch:10m"))
+COMPARE = (("jax:official", "torch:official/mmap0+thp", "torch:official"),
+           ("jax:10m", "torch:10m/mmap0+thp", "torch:10m"))
 VARIANT_LABELS = ("jax:10m", "jax:10m/remat", "jax:10m/scan", "jax:10m/remat+scan")
 
 

@@ -118,15 +118,27 @@ def flops_of(compiled) -> float | None:
     return float(ca["flops"]) if ca and "flops" in ca else None
 
 
+def task_config(spec, cfg, task, num_angles):
+    """The config a call compiles with: the calculator's automatic rematerialisation of large
+    force/stress shapes applies unless the curve fixes ``remat`` itself (spec auto_remat)."""
+    from matris.calculator import needs_remat
+
+    if spec.get("auto_remat") and needs_remat(cfg, task, num_angles):
+        return cfg.replace(remat=True)
+    return cfg
+
+
 def measure_task(spec, cfg, params, batch, task) -> dict:
     """Compile and time one task on one batch."""
     import jax
 
     from matris.potential import make_predictor
 
+    cfg = task_config(spec, cfg, task, batch.angle_center.shape[0])
     t0 = time.perf_counter()
     compiled = jax.jit(make_predictor(cfg, task)).lower(params, batch).compile()
-    out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled)}
+    out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled),
+           "remat": cfg.remat}
     fits, mem = memory_fits(compiled, spec)
     out.update(mem)
     if not fits:
@@ -208,6 +220,7 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     counts = np.array([[n, *np.round(per_atom * n).astype(np.int64)]])
     budgets = tuple(budgets_for(counts))
     abstract = abstract_batch(batch, tuple(rec["budgets"]), budgets)
+    cfg = task_config(spec, cfg, "efs", budgets[3])
     t0 = time.perf_counter()
     compiled = jax.jit(make_predictor(cfg, "efs")).lower(params, abstract).compile()
     fits, mem = memory_fits(compiled, spec, extra=2 * compiled.memory_analysis()

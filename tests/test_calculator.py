@@ -14,7 +14,7 @@ from helpers import structures
 import matris
 from matris import calculator as calculator_module
 from matris.bundle import DEFAULT_MODEL, MODELS_DIR
-from matris.calculator import CompiledPredictor, compiled_predictor
+from matris.calculator import CompiledPredictor, compiled_predictor, needs_remat
 from matris.graph import budgets_for, build_graph, graph_sizes, pack
 from matris.md import init_velocities
 
@@ -94,8 +94,8 @@ def test_large_shapes_rematerialise_with_equal_results(model, structs, floor, di
     for key in ("energy", "forces", "stress", "magmoms"):
         np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
     assert holder.compilations == 1
-    energy_only = CompiledPredictor(cfg, "e")  # no gradient: nothing to rematerialise
-    assert energy_only._jitted_remat is energy_only._jitted
+    assert needs_remat(cfg, "efs", 1) and not needs_remat(cfg, "e", 1)  # energy: no gradients
+    assert not needs_remat(cfg.replace(remat=True), "efs", 1)  # already rematerialised
 
 
 def test_task_and_dtype(model, structs, floor):

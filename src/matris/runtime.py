@@ -1,0 +1,49 @@
+"""Process settings that make XLA faster on CPU: transparent huge pages for large buffers.
+
+XLA's CPU runtime allocates each call's scratch buffer (GBs for a force call on a few hundred
+atoms) fresh and returns it afterwards, so every call page-faults and zeroes it in 4 KiB
+pages: measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2.7 s
+call (official shape, 128 Fe atoms).  glibc >= 2.35 backs malloc's large blocks with 2 MiB
+pages when started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: 2.7 s -> 2.2 s there, and
+a training step of the default model 0.91 s -> 0.76 s.  The tunable is read at process start,
+so the ``matris`` command re-executes itself once with it set; library users can export it
+(``export GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) before starting Python.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+NO_REEXEC = "MATRIS_NO_REEXEC"  # set to any value to keep the process as started
+
+
+def with_hugepages(env: dict[str, str]) -> dict[str, str] | None:
+    """``env`` with the huge-page tunable added, or None when it is already set (to any
+    value: a user's explicit choice is kept) or the platform is not Linux with glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc.hugetlb" in tunables:
+        return None
+    out = dict(env)
+    out["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE
+    return out
+
+
+def reexec_with_hugepages() -> None:
+    """Replace this process by the same command with the huge-page tunable set (no-op when
+    it is set, when MATRIS_NO_REEXEC is set, or off Linux/glibc).  Call it first thing in a
+    command's entry point, before any work."""
+    if os.environ.get(NO_REEXEC):
+        return
+    env = with_hugepages(dict(os.environ))
+    if env is None:
+        return
+    env[NO_REEXEC] = "1"  # never loop, whatever happens to the variable in between
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
