@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import procstats  # noqa: E402
+
 from matris import runtime as matris_runtime  # noqa: E402
 
 # The 10m train step (650 angles per atom at r_3 = 4.5 A, double backprop) asked XLA for 104 GB

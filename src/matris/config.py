@@ -29,7 +29,8 @@ class MatRISConfig:
     interaction block in the backward pass, blocks then run in a rolled loop (about 5x less
     memory for forces; on CPU the same speed from ~100 atoms up, faster once the unrolled
     model's buffers pass a few GB).  scan_blocks: run the blocks with a rolled ``lax.scan``
-    (compile time independent of depth, up to ~1.3x slower on CPU) instead of unrolled.  Neither changes results or parameters.  dtype: compute dtype.
+    (compile time independent of depth, up to ~1.3x slower on CPU) instead of unrolled.
+    Neither changes results or parameters.  dtype: compute dtype.
     """
 
     num_layers: int = 6
