@@ -156,7 +156,7 @@ def parse_args(argv=None):
     p.add_argument("--gpu-plan", action="store_true", help="the short plan for a lent GPU "
                    "(chosen automatically when JAX sees a GPU)")
     p.add_argument("--only", nargs="*", default=None, help="run only curves whose label "
-                   "contains one of these strings")
+                   "contains one of these strings (ending in $: equals it)")
     p.add_argument("--budget-min", type=float, default=None, help="global wall-clock budget")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply curve budgets")
     p.add_argument("--max-atoms", type=int, default=1 << 20)
@@ -178,7 +178,8 @@ def choose_plan(args, device) -> list:
     else:
         curves = plans.full_plan()
     if args.only:
-        curves = [c for c in curves if any(s in c.label for s in args.only)]
+        curves = [c for c in curves if any(c.label == s[:-1] if s.endswith("$") else s in c.label
+                                           for s in args.only)]
     return curves
 
 

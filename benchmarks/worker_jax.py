@@ -112,7 +112,11 @@ def memory_fits(compiled, spec, extra: int = 0) -> tuple[bool, dict]:
     return (not cap) or procstats.rss() + need < cap, info
 
 
-def flops_of(compiled) -> float | None:
+def flops_of(compiled, cfg) -> float | None:
+    """XLA's FLOP count; None for rolled blocks (remat or scan_blocks): its cost analysis
+    counts a loop body once, not once per block."""
+    if cfg.remat or cfg.scan_blocks:
+        return None
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
     return float(ca["flops"]) if ca and "flops" in ca else None
@@ -137,7 +141,7 @@ def measure_task(spec, cfg, params, batch, task) -> dict:
     cfg = task_config(spec, cfg, task, batch.angle_center.shape[0])
     t0 = time.perf_counter()
     compiled = jax.jit(make_predictor(cfg, task)).lower(params, batch).compile()
-    out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled),
+    out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled, cfg),
            "remat": cfg.remat}
     fits, mem = memory_fits(compiled, spec)
     out.update(mem)
@@ -228,7 +232,7 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     return {"atoms": n, "status": "probe: fits" if fits else "probe: exceeds memory",
             "probe": True, "budgets": list(budgets), "compile_s": time.perf_counter() - t0,
             "edges": int(counts[0, 1]), "bonds": int(counts[0, 2]), "angles": int(counts[0, 3]),
-            "efs": {"flops": flops_of(compiled), **mem}}
+            "efs": {"flops": flops_of(compiled, cfg), **mem}}
 
 
 def probe_limit(spec, cfg, params, last, head) -> None:
