@@ -33,10 +33,11 @@ import procstats  # noqa: E402
 
 from matris import runtime as matris_runtime  # noqa: E402
 
-# The 10m train step (650 angles per atom at r_3 = 4.5 A, double backprop) asked XLA for 104 GB
-# at the default config's 16 structures per step and still 41 GB at one structure per step with
-# rematerialised blocks (budgets fit the data set's largest structure), measured on the 24 GB
-# dev VM: it runs on a large-memory GPU only.  One structure per device, remat on.
+# The 10m train step (650 angles per atom at r_3 = 4.5 A, double backprop) asks XLA for 104 GB
+# at the default config's 16 structures per step; at one structure per step with rematerialised
+# blocks it fits the 24 GB dev VM (20.9 GB RSS, 78 s per step, budgets sized for the data set's
+# largest structure; benchmarks/results/train-vm-2026-11-26-10m-remat.md).  One structure per
+# device, remat on.
 PRESET_BATCH = {"10m": 1}
 PRESET_OVERRIDES = {"10m": {"remat": True}}
 
