@@ -63,8 +63,8 @@ def enable_x64_for(dtype: str) -> None:
 # Above this many padded angles a force/stress call rematerialises each interaction block (the
 # same numbers; the backward pass recomputes one block's activations instead of keeping all of
 # them): ~5x less memory, and on CPU faster past this size, where the unrolled model's
-# buffers reach several GB (official shape on 2 cores: 256 Fe atoms 5.5 s instead of 12.9 s;
-# 128 atoms, below the threshold, 2.2 s plain vs 2.3 s rematerialised).
+# buffers reach several GB (official shape on 2 cores with huge pages: 256 Fe atoms 6.1 s and
+# 2.7 GB instead of 6.7 s and 10.3 GB; 128 atoms, below the threshold, 2.15 s plain vs 2.33 s).
 REMAT_ANGLES = 1 << 15
 
 
