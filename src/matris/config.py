@@ -27,8 +27,9 @@ class MatRISConfig:
     smooth: envelope-weighted attention so energy and forces are continuous at r_c and r_3
     (our deviation; False reproduces the official computation).  remat: rematerialise each
     interaction block in the backward pass, blocks then run in a rolled loop (about 5x less
-    memory for forces; on CPU the same speed from ~100 atoms up, faster once the unrolled
-    model's buffers pass a few GB).  scan_blocks: run the blocks with a rolled ``lax.scan``
+    memory for forces; on CPU 10-30 % slower while the unrolled model's buffers are small,
+    faster once they pass a few GB: official shape, 128 atoms slower, 256 atoms faster).
+    scan_blocks: run the blocks with a rolled ``lax.scan``
     (compile time independent of depth, up to ~1.3x slower on CPU) instead of unrolled.
     Neither changes results or parameters.  dtype: compute dtype.
     """
