@@ -67,7 +67,8 @@ def prepare(spec: dict):
     mesh = make_mesh(spec["devices"])
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
     k = mesh.devices.size
-    total = sum(count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs))
+    total = sum(count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs,
+                            cfg.batch.lookahead))
     params = initial_params(cfg, model_cfg, splits["train"], budgets)
     optimizer = make_optimizer(cfg.optim, total, params)
     state = init_state(params, optimizer)
@@ -80,7 +81,7 @@ def prepare(spec: dict):
     return cfg, model_cfg, splits, budgets, mesh, state, step, info
 
 
-def batches(splits, budgets, k, dtype, seed=0):
+def batches(splits, budgets, k, dtype, seed=0, lookahead=0):
     """Endless (stacked batches, targets, structures, atoms) in shuffled epochs."""
     import numpy as np
 
@@ -89,7 +90,7 @@ def batches(splits, budgets, k, dtype, seed=0):
     epoch = 0
     while True:
         rng = epoch_rng(seed, epoch)
-        for b, t, n in step_inputs(splits["train"], budgets, k, rng, dtype):
+        for b, t, n in step_inputs(splits["train"], budgets, k, rng, dtype, lookahead):
             yield b, t, n, int(np.sum(b.node_mask))
         epoch += 1
 
@@ -102,7 +103,8 @@ def worker(spec: dict) -> dict:
 
     cfg, model_cfg, splits, budgets, mesh, state, step, info = prepare(spec)
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    feed = batches(splits, budgets, info["devices"], np.dtype(model_cfg.dtype))
+    feed = batches(splits, budgets, info["devices"], np.dtype(model_cfg.dtype),
+                   lookahead=cfg.batch.lookahead)
     times, structs, atoms, losses = [], [], [], []
     t_start = time.perf_counter()
     for i in range(2 + spec["steps"]):

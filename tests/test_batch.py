@@ -140,6 +140,29 @@ def test_packer_covers_everything_and_fits(graphs):
     assert shuffled[0] == shuffled[1]
 
 
+def test_packer_lookahead_fills_batches():
+    """First fit over a window: every structure exactly once, each batch fits, batches are
+    fuller (never more of them than without the window), and a structure is only passed over
+    when it did not fit."""
+    rng = np.random.default_rng(3)
+    sizes = np.stack([rng.integers(1, 30, 300)] + [rng.integers(1, 400, 300)] * 2
+                     + [rng.integers(1, 2000, 300)], axis=1)
+    budgets = Budgets(atoms=100, edges=1500, bonds=1500, angles=6000, graphs=9)
+    cap = np.array(budgets[:4]) - 1
+    plain = list(iterate_batches(sizes, budgets, np.random.default_rng(0)))
+    order = [i for b in plain for i in b]
+    for window in (1, 8, 64):
+        packed = list(iterate_batches(sizes, budgets, np.random.default_rng(0), lookahead=window))
+        assert sorted(i for b in packed for i in b) == list(range(len(sizes)))
+        assert all(np.all(sizes[b].sum(axis=0) <= cap) and len(b) < budgets.graphs for b in packed)
+        assert len(packed) < len(plain)
+        # within a batch the shuffled order is kept; a skipped structure did not fit then
+        rank = {s: k for k, s in enumerate(order)}
+        for b in packed:
+            assert [rank[i] for i in b] == sorted(rank[i] for i in b)
+    assert list(iterate_batches(sizes, budgets, np.random.default_rng(0), lookahead=0)) == plain
+
+
 def test_bucket():
     for n in range(1, 3000):
         b = bucket(n)

@@ -31,7 +31,11 @@ class MatRISConfig:
     faster once they pass a few GB: official shape, 128 atoms slower, 256 atoms faster).
     scan_blocks: run the blocks with a rolled ``lax.scan``
     (compile time independent of depth, up to ~1.3x slower on CPU) instead of unrolled.
-    Neither changes results or parameters.  dtype: compute dtype.
+    Neither changes results or parameters.  element_features: add a learned projection of
+    fixed element descriptors (period, group, block, valence electrons, radius, ...;
+    `matris.nn.elements`) to the atom embedding, so rarely seen elements borrow from their
+    neighbours in the periodic table (our addition; off in the official presets).
+    dtype: compute dtype.
     """
 
     num_layers: int = 6
@@ -54,6 +58,7 @@ class MatRISConfig:
     smooth: bool = False
     remat: bool = False
     scan_blocks: bool = False
+    element_features: bool = False
     dtype: str = "float32"
 
     def __post_init__(self) -> None:

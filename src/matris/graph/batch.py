@@ -16,6 +16,7 @@ gives the padding rows to the *first* padding graph, not the last.  So only the
 
 from __future__ import annotations
 
+import collections
 from typing import Iterator, Sequence
 
 import jraph
@@ -94,13 +95,17 @@ def check_fits(sizes: np.ndarray, budgets: Budgets, labels: Sequence[str] | None
                          f"{budgets._asdict()} (each budget must exceed the real count by >= 1)")
 
 
-def iterate_batches(graphs, budgets: Budgets, shuffle_rng: np.random.Generator | None = None
-                    ) -> Iterator[list[int]]:
+def iterate_batches(graphs, budgets: Budgets, shuffle_rng: np.random.Generator | None = None,
+                    lookahead: int = 0) -> Iterator[list[int]]:
     """Greedily pack structures (in order, or shuffled by `shuffle_rng`) into batches that fit.
 
-    graphs: StructureGraphs or an [S,4] sizes array.  Yields lists of structure indices; a new
-    batch starts when the next structure would overflow any level or the graph budget.
-    Raises ValueError before yielding anything if one structure can never fit.
+    graphs: StructureGraphs or an [S,4] sizes array.  Yields lists of structure indices.
+    lookahead = 0: a new batch starts when the next structure would overflow any level or the
+    graph budget (order kept).  lookahead = W > 0: a structure that does not fit is set aside
+    and the next ones are tried, until W have been set aside; those open the next batch, in
+    their order (first fit over a window: fuller batches, fewer padded rows, each structure
+    still exactly once).  Raises ValueError before yielding anything if one structure can
+    never fit.
     """
     sizes = graph_sizes(graphs)
     labels = None if isinstance(graphs, np.ndarray) else [getattr(g, "label", "") for g in graphs]
@@ -108,15 +113,20 @@ def iterate_batches(graphs, budgets: Budgets, shuffle_rng: np.random.Generator |
     if budgets.graphs < 2:
         raise ValueError(f"graph budget {budgets.graphs} leaves no room for a padding graph")
     order = np.arange(len(sizes)) if shuffle_rng is None else shuffle_rng.permutation(len(sizes))
-    cap = _capacity(budgets)
-    batch, used = [], np.zeros(4, np.int64)
-    for s in order.tolist():
-        if batch and (np.any(used + sizes[s] > cap) or len(batch) + 1 > budgets.graphs - 1):
-            yield batch
-            batch, used = [], np.zeros(4, np.int64)
-        batch.append(s)
-        used += sizes[s]
-    if batch:
+    cap, max_graphs = _capacity(budgets), budgets.graphs - 1
+    queue = collections.deque(order.tolist())
+    while queue:
+        batch, used, aside = [], np.zeros(4, np.int64), []
+        while queue and len(batch) < max_graphs:
+            s = queue.popleft()
+            if batch and np.any(used + sizes[s] > cap):
+                aside.append(s)
+                if len(aside) > lookahead:
+                    break
+                continue
+            batch.append(s)
+            used += sizes[s]
+        queue.extendleft(reversed(aside))
         yield batch
 
 

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from .layers import GatedMLP, Linear, residual
-from .ops import pair_mean, segment_softmax, segment_sum
+from .ops import pair_mean, segment_softmax_sum
 
 
 class SeparableAttention(nn.Module):
@@ -38,11 +38,9 @@ class SeparableAttention(nn.Module):
         logit_s = Linear(dy, dtype=self.dtype, name="source_logits")(y)
         if y_index is not None:
             logit_t, logit_s = logit_t[y_index], logit_s[y_index]
-        alpha_t = segment_softmax(logit_t, tgt, num_nodes, weights)
-        alpha_s = segment_softmax(logit_s, src, num_nodes, weights)
         message = value if weights is None else value * weights[:, None]
-        m_t = segment_sum(alpha_t * message, tgt, num_nodes)
-        m_s = segment_sum(alpha_s * message, src, num_nodes)
+        m_t = segment_softmax_sum(logit_t, message, tgt, num_nodes, weights)
+        m_s = segment_softmax_sum(logit_s, message, src, num_nodes, weights)
         node_mlp = GatedMLP((dx, dy, dy), self.hidden, dx, name="node_mlp", **kw)
         x_new = node_mlp([(x, None), (m_t, None), (m_s, None)]) + residual(self, "node_res", x)
         folded = value if y_index is None else pair_mean(value, y_index, y.shape[0])

@@ -10,23 +10,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from .basis import BesselBasis, FourierBasis, legendre_harmonics, spherical_radial
+from .elements import element_descriptors
 from .layers import Linear, Norm
 
 NUM_ELEMENTS = 94
 
 
 class AtomEmbedding(nn.Module):
-    """h0 = SiLU(A E[Z-1]).  numbers: [N] int (0 = padding) -> [N, d]."""
+    """h0 = SiLU(A E[Z-1]).  numbers: [N] int (0 = padding) -> [N, d].
+
+    descriptors: E[Z-1] + D[Z-1] P instead, D the fixed element descriptors
+    (`matris.nn.elements`) and P learned; the table then starts small (std 0.1) so that
+    elements start out as similar as their descriptors are.
+    """
 
     dim: int
     dtype: jnp.dtype = jnp.float32
+    descriptors: bool = False
 
     @nn.compact
     def __call__(self, numbers: jax.Array) -> jax.Array:
+        scale = 0.1 if self.descriptors else 1.0
         table = self.param(
-            "embedding", nn.initializers.normal(1.0), (NUM_ELEMENTS, self.dim), self.dtype
+            "embedding", nn.initializers.normal(scale), (NUM_ELEMENTS, self.dim), self.dtype
         )
-        rows = table[jnp.clip(numbers - 1, 0, NUM_ELEMENTS - 1)]
+        index = jnp.clip(numbers - 1, 0, NUM_ELEMENTS - 1)
+        rows = table[index]
+        if self.descriptors:
+            desc = jnp.asarray(element_descriptors(), self.dtype)
+            rows = rows + Linear(self.dim, dtype=self.dtype, name="descriptors")(desc)[index]
         return nn.silu(Linear(self.dim, dtype=self.dtype, name="linear")(rows))
 
 

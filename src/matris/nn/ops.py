@@ -24,32 +24,36 @@ def segment_sum(data: jax.Array, segment_ids: jax.Array, num_segments: int) -> j
 SMOOTH_SOFTMAX_EPS = 1e-6
 
 
-def segment_softmax(
+def segment_softmax_sum(
     logits: jax.Array,
+    values: jax.Array,
     segment_ids: jax.Array,
     num_segments: int,
     weights: jax.Array | None = None,
 ) -> jax.Array:
-    """Per-channel softmax over the rows that share a segment.
+    """sum_{rows r of segment n} softmax_n(logits)[r] * values[r], per channel.
 
-    logits: [R, C]; segment_ids: [R]; weights: optional [R] >= 0 multiplying exp(logits)
-    (a smooth cutoff: a row with weight 0 is absent from its segment).  Returns [R, C].
-    The per-segment max is held constant under differentiation (softmax does not depend
-    on it), and empty or all-zero-weight segments give 0 instead of NaN.  Padding rows
-    must carry padding segment ids so they never share a segment with real rows.
+    logits, values: [R, C]; segment_ids: [R]; weights: optional [R] >= 0 multiplying
+    exp(logits) (a smooth cutoff: a row with weight 0 is absent from its segment).  Returns
+    [num_segments, C].  The softmax is normalised per segment after the sum (numerator and
+    denominator are both segment sums), which is the same number as normalising each row
+    first, without gathering the denominators back to the rows.  The per-segment max is held
+    constant under differentiation (the softmax does not depend on it); empty or
+    all-zero-weight segments give 0 instead of NaN.  Padding rows must carry padding segment
+    ids so they never share a segment with real rows.
     """
     seg_max = jax.ops.segment_max(logits, segment_ids, num_segments=num_segments)
     seg_max = jnp.where(jnp.isfinite(seg_max), seg_max, 0.0)
-    shifted = logits - jax.lax.stop_gradient(seg_max)[segment_ids]
-    expo = jnp.exp(shifted)
+    expo = jnp.exp(logits - jax.lax.stop_gradient(seg_max)[segment_ids])
+    if weights is not None:
+        expo = expo * weights[:, None]
+    numer = segment_sum(expo * values, segment_ids, num_segments)
+    denom = segment_sum(expo, segment_ids, num_segments)
     if weights is None:
-        denom = segment_sum(expo, segment_ids, num_segments)[segment_ids]
-        return expo / jnp.where(denom > 0, denom, 1.0)
+        return numer / jnp.where(denom > 0, denom, 1.0)
     # Smooth cutoff: a small constant in the denominator keeps the weights (and their first
     # and second derivatives) bounded when every row of a segment fades out together.
-    expo = expo * weights[:, None]
-    denom = segment_sum(expo, segment_ids, num_segments)[segment_ids]
-    return expo / (denom + SMOOTH_SOFTMAX_EPS)
+    return numer / (denom + SMOOTH_SOFTMAX_EPS)
 
 
 def pair_mean(data: jax.Array, pair_ids: jax.Array, num_pairs: int) -> jax.Array:

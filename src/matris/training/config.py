@@ -67,11 +67,14 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BatchConfig:
-    """Average structures per device per step; budgets come from dataset statistics."""
+    """Average structures per device per step; budgets come from dataset statistics
+    (batch_size x mean size x headroom per level).  lookahead: the packer's first-fit window
+    (matris.graph.iterate_batches): fuller batches at the same budgets."""
 
     batch_size: int = 8
     headroom: float = 1.3
     eval_batch_size: int = 16
+    lookahead: int = 32
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,13 +59,13 @@ def load_splits(cfg: DataConfig, cutoff: float, three_body_cutoff: float, seed: 
 
 
 def step_inputs(split: Split, budgets: Budgets, k: int, rng: np.random.Generator | None,
-                dtype) -> Iterator[tuple[GraphBatch, Targets, int]]:
+                dtype, lookahead: int = 0) -> Iterator[tuple[GraphBatch, Targets, int]]:
     """Yield (stacked batches, stacked targets, structures) per step: K sub-batches each.
 
     The greedy packer fills sub-batches in the order given by ``rng`` (None = file order);
     a last incomplete group is completed with empty (all-padding) sub-batches.
     """
-    groups = list(iterate_batches(split.graphs, budgets, rng))
+    groups = list(iterate_batches(split.graphs, budgets, rng, lookahead))
     for start in range(0, len(groups), k):
         chunk = groups[start : start + k]
         items = [_pack(split, ix, budgets, dtype) for ix in chunk]
@@ -88,12 +88,13 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def count_steps(split: Split, budgets: Budgets, k: int, seed: int, epochs: int) -> list[int]:
+def count_steps(split: Split, budgets: Budgets, k: int, seed: int, epochs: int,
+                lookahead: int = 0) -> list[int]:
     """Steps of each epoch, packed exactly as training will pack them (host only, cheap): the
     learning-rate schedule then ends at the last step instead of part-way down."""
     counts = []
     for epoch in range(epochs):
-        n = sum(1 for _ in iterate_batches(split.graphs, budgets, epoch_rng(seed, epoch)))
+        n = sum(1 for _ in iterate_batches(split.graphs, budgets, epoch_rng(seed, epoch), lookahead))
         counts.append(-(-n // k))
     return counts
 

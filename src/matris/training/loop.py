@@ -60,6 +60,15 @@ def evaluate(eval_step, params, split, budgets, k, mesh, loss_cfg, dtype) -> dic
     return out
 
 
+def _report_skipped(pending, new, progress: dict):
+    """Count and print the step in ``pending`` = (step, skipped flag) if its update was
+    skipped (non-finite loss or gradient); return ``new`` as the next pending one."""
+    if pending is not None and bool(pending[1]):
+        progress["skipped"] = progress.get("skipped", 0) + 1
+        print(f"step {pending[0]}: non-finite loss or gradient, update skipped")
+    return new
+
+
 def train(cfg: TrainConfig, resume: bool = True) -> dict:
     """Run (or resume) training; returns the final summary (also written to summary.json)."""
     out = Path(cfg.output)
@@ -71,7 +80,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     k = mesh.devices.size
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
     eval_budgets = fitting_budgets(splits, cfg.batch.eval_batch_size, cfg.batch.headroom)
-    epoch_steps = count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs)
+    epoch_steps = count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs,
+                              cfg.batch.lookahead)
     total_steps = sum(epoch_steps)
     params = initial_params(cfg, model_cfg, splits["train"], budgets)
     optimizer = make_optimizer(cfg.optim, total_steps, params)
@@ -98,16 +108,19 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
         bar = tqdm(total=epoch_steps[epoch], initial=progress["step_in_epoch"], desc=f"epoch {epoch + 1}",
                    dynamic_ncols=True, mininterval=2.0)
         n_struct, t_epoch = 0, time.time()
-        for i, (batches, targets, n) in enumerate(step_inputs(splits["train"], budgets, k, rng, dtype)):
+        step = int(state.step)
+        pending = None  # the last step's "skipped" flag, read one step late (no host sync)
+        for i, (batches, targets, n) in enumerate(step_inputs(splits["train"], budgets, k, rng, dtype,
+                                                                    cfg.batch.lookahead)):
             if i < progress["step_in_epoch"]:
                 continue
+            # jax dispatches the step asynchronously: the host packs the next batch while it
+            # runs, as long as nothing below reads a result of this step.
             state, metrics = train_step(state, shard(batches, mesh), shard(targets, mesh))
-            if bool(metrics["skipped"]):
-                progress["skipped"] = progress.get("skipped", 0) + 1
-                print(f"step {int(state.step)}: non-finite loss or gradient, update skipped")
+            pending = _report_skipped(pending, (step + 1, metrics["skipped"]), progress)
             n_struct += n
+            step += 1
             progress["step_in_epoch"] = i + 1
-            step = int(state.step)
             if step % 10 == 0 or i + 1 == epoch_steps[epoch]:
                 rate = n_struct / max(time.time() - t_epoch, 1e-9)
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4f}",
@@ -120,6 +133,7 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             if cfg.time_limit_min and progress["elapsed"] > 60 * cfg.time_limit_min:
                 stop = True
                 break
+        _report_skipped(pending, None, progress)
         bar.close()
         if stop:
             ckpt.save(int(state.step), state, progress)

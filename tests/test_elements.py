@@ -1,0 +1,48 @@
+"""Element descriptors (matris.nn.elements) and the model option that uses them."""
+
+import numpy as np
+from helpers import predict, setup, structures
+
+from matris.nn.elements import element_descriptors, group, period, valence
+
+
+def test_periodic_table_facts():
+    assert [period(z) for z in (1, 2, 3, 11, 19, 26, 38, 55, 86, 87, 94)] == [1, 1, 2, 3, 4, 4, 5, 6, 6, 7, 7]
+    assert group(1) == (1, False) and group(2) == (18, False) and group(8) == (16, False)
+    assert group(26) == (8, False) and group(38) == (2, False) and group(40) == (4, False)
+    assert group(57) == (3, True) and group(63) == (3, True) and group(71) == (3, False)
+    assert group(79) == (11, False) and group(86) == (18, False) and group(92) == (3, True)
+    np.testing.assert_array_equal(valence(26), [2, 0, 6, 0])   # Fe 4s2 3d6
+    np.testing.assert_array_equal(valence(31), [2, 1, 10, 0])  # Ga 4s2 4p1 3d10
+    np.testing.assert_array_equal(valence(63), [2, 0, 0, 7])   # Eu 6s2 4f7
+
+
+def test_descriptors_distinguish_and_relate_elements():
+    d = element_descriptors()
+    assert d.shape == (94, 42) and np.all(np.isfinite(d))
+    assert len({tuple(r) for r in d.round(9)}) == 94  # every element its own vector
+    dist = lambda a, b: np.linalg.norm(d[a - 1] - d[b - 1])  # noqa: E731
+    assert dist(20, 38) < dist(20, 8)   # Ca is nearer Sr than O
+    assert dist(26, 27) < dist(26, 55)  # Fe nearer Co than Cs
+
+
+def test_element_features_model_is_invariant_and_conservative():
+    cfg, params, fn = setup("tiny", "float64", element_features=True)
+    plain_cfg, plain, _ = setup("tiny", "float64")
+    assert "descriptors" in params["atom_embedding"]
+    assert "descriptors" not in plain["atom_embedding"]
+    atoms = structures()["fecr"]
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    a, _ = predict(cfg, params, fn, [atoms])
+    b, _ = predict(cfg, params, fn, [atoms[perm]])
+    n = len(atoms)
+    assert abs(a["energy"][0] - b["energy"][0]) < 1e-9
+    np.testing.assert_allclose(b["forces"][:n], a["forces"][perm], atol=1e-9)
+    # forces are -dE/dx with the new embedding too (central differences, one coordinate)
+    h, moved = 1e-4, [atoms.copy(), atoms.copy()]
+    moved[0].positions[3, 1] += h
+    moved[1].positions[3, 1] -= h
+    ep, _ = predict(cfg, params, fn, [moved[0]])
+    em, _ = predict(cfg, params, fn, [moved[1]])
+    fd = -(ep["energy"][0] - em["energy"][0]) / (2 * h)
+    assert abs(fd - a["forces"][3, 1]) < 1e-6 * max(1.0, abs(fd))
