@@ -90,3 +90,21 @@ def test_dense_baseline_runs_and_is_finite():
         assert np.all(np.isfinite(np.asarray(out["forces"])))
     finally:
         model_module.InteractionBlock = original
+
+
+def test_profile_dot_flops_counts_every_product():
+    """The profiler's FLOP count: 2*M*K*N per product, inside nested jits, scans and grads."""
+    import profile_call
+
+    w = jax.numpy.ones((8, 5))
+
+    def f(x):
+        y = jax.numpy.tanh(x @ w)                        # 2*3*8*5 = 240
+        z = jax.jit(lambda a: a @ w.T)(y)                # 2*3*5*8 = 240
+        _, out = jax.lax.scan(lambda c, _: (c, c @ w), z, None, length=4)  # 4 * 240
+        return out.sum()
+
+    x = jax.numpy.ones((3, 8))
+    assert profile_call.dot_flops(jax.make_jaxpr(f)(x).jaxpr) == 240 + 240 + 4 * 240
+    g = jax.grad(lambda a: jax.numpy.tanh(a @ w).sum())  # forward + input gradient, no dW
+    assert profile_call.dot_flops(jax.make_jaxpr(g)(x).jaxpr) == 240 + 240
