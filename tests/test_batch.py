@@ -142,8 +142,8 @@ def test_packer_covers_everything_and_fits(graphs):
 
 def test_packer_lookahead_fills_batches():
     """First fit over a window: every structure exactly once, each batch fits, batches are
-    fuller (never more of them than without the window), and a structure is only passed over
-    when it did not fit."""
+    fuller (fewer of them than without the window), each keeps the shuffled order, and the
+    window changes nothing at 0."""
     rng = np.random.default_rng(3)
     sizes = np.stack([rng.integers(1, 30, 300)] + [rng.integers(1, 400, 300)] * 2
                      + [rng.integers(1, 2000, 300)], axis=1)
@@ -156,7 +156,7 @@ def test_packer_lookahead_fills_batches():
         assert sorted(i for b in packed for i in b) == list(range(len(sizes)))
         assert all(np.all(sizes[b].sum(axis=0) <= cap) and len(b) < budgets.graphs for b in packed)
         assert len(packed) < len(plain)
-        # within a batch the shuffled order is kept; a skipped structure did not fit then
+        # within a batch the shuffled order is kept
         rank = {s: k for k, s in enumerate(order)}
         for b in packed:
             assert [rank[i] for i in b] == sorted(rank[i] for i in b)

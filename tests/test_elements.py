@@ -2,6 +2,7 @@
 
 import numpy as np
 from helpers import predict, setup, structures
+from scipy.spatial.transform import Rotation
 
 from matris.nn.elements import element_descriptors, group, period, valence
 
@@ -38,6 +39,13 @@ def test_element_features_model_is_invariant_and_conservative():
     n = len(atoms)
     assert abs(a["energy"][0] - b["energy"][0]) < 1e-9
     np.testing.assert_allclose(b["forces"][:n], a["forces"][perm], atol=1e-9)
+    rot = Rotation.from_euler("xyz", [0.4, -0.9, 1.7]).as_matrix()
+    turned = atoms.copy()
+    turned.positions = atoms.positions @ rot.T
+    turned.cell = atoms.cell.array @ rot.T
+    c, _ = predict(cfg, params, fn, [turned])
+    assert abs(a["energy"][0] - c["energy"][0]) < 1e-9
+    np.testing.assert_allclose(c["forces"][:n], a["forces"][:n] @ rot.T, atol=1e-9)
     # forces are -dE/dx with the new embedding too (central differences, one coordinate)
     h, moved = 1e-4, [atoms.copy(), atoms.copy()]
     moved[0].positions[3, 1] += h

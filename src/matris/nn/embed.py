@@ -10,10 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .basis import BesselBasis, FourierBasis, legendre_harmonics, spherical_radial
-from .elements import element_descriptors
+from .elements import NUM_ELEMENTS, element_descriptors
 from .layers import Linear, Norm
-
-NUM_ELEMENTS = 94
 
 
 class AtomEmbedding(nn.Module):

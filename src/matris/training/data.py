@@ -62,7 +62,8 @@ def step_inputs(split: Split, budgets: Budgets, k: int, rng: np.random.Generator
                 dtype, lookahead: int = 0) -> Iterator[tuple[GraphBatch, Targets, int]]:
     """Yield (stacked batches, stacked targets, structures) per step: K sub-batches each.
 
-    The greedy packer fills sub-batches in the order given by ``rng`` (None = file order);
+    The packer fills sub-batches in the order given by ``rng`` (None = file order), first fit
+    over a window of ``lookahead`` structures (0 = plain greedy; matris.graph.iterate_batches);
     a last incomplete group is completed with empty (all-padding) sub-batches.
     """
     groups = list(iterate_batches(split.graphs, budgets, rng, lookahead))
