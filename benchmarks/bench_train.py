@@ -61,6 +61,7 @@ def prepare(spec: dict):
     else:  # a named preset as it is (the config's CPU-budget overrides do not apply)
         model_cfg = get_config(spec["preset"], **{**PRESET_OVERRIDES.get(spec["preset"], {}),
                                                   **spec["overrides"]})
+    matris_runtime.tune_xla_for_model(model_cfg)  # what `matris train` does (before jax starts)
     t0 = time.perf_counter()
     splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
     data_s = time.perf_counter() - t0
@@ -77,7 +78,7 @@ def prepare(spec: dict):
             else f"default ({cfg.model.preset})", "model_config": model_cfg.to_dict(),
             "batch_size": cfg.batch.batch_size, "budgets": list(budgets), "devices": k,
             "data_s": data_s, "train_frames": len(splits["train"].frames),
-            "dtype": str(np.dtype(model_cfg.dtype))}
+            "dtype": str(np.dtype(model_cfg.dtype)), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     return cfg, model_cfg, splits, budgets, mesh, state, step, info
 
 

@@ -122,27 +122,31 @@ def flops_of(compiled, cfg) -> float | None:
     return float(ca["flops"]) if ca and "flops" in ca else None
 
 
-def task_config(spec, cfg, task, num_angles):
-    """The config a call compiles with: the calculator's automatic rematerialisation of large
-    force/stress shapes applies unless the curve fixes ``remat`` itself (spec auto_remat)."""
-    from matris.calculator import needs_remat
+def compile_task(spec, cfg, params, batch, task):
+    """(executable, the config it runs): with spec auto_remat the calculator's own choice for
+    this shape (plain, or rematerialised keeping the products when they fit memory, or fully
+    rematerialised); otherwise exactly the curve's config."""
+    import jax
 
-    if spec.get("auto_remat") and needs_remat(cfg, task, num_angles):
-        return cfg.replace(remat=True)
-    return cfg
+    from matris.calculator import CompiledPredictor
+    from matris.potential import make_predictor
+
+    if spec.get("auto_remat"):
+        holder = CompiledPredictor(cfg, task)
+        exe = holder.executable(params, batch)
+        return exe, holder.chosen[holder.key(batch)]
+    return jax.jit(make_predictor(cfg, task)).lower(params, batch).compile(), cfg
 
 
 def measure_task(spec, cfg, params, batch, task) -> dict:
     """Compile and time one task on one batch."""
     import jax
 
-    from matris.potential import make_predictor
 
-    cfg = task_config(spec, cfg, task, batch.angle_center.shape[0])
     t0 = time.perf_counter()
-    compiled = jax.jit(make_predictor(cfg, task)).lower(params, batch).compile()
+    compiled, cfg = compile_task(spec, cfg, params, batch, task)
     out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled, cfg),
-           "remat": cfg.remat}
+           "remat": cfg.remat, "remat_save_dots": cfg.remat_save_dots}
     fits, mem = memory_fits(compiled, spec)
     out.update(mem)
     if not fits:
@@ -216,6 +220,7 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     import jax
     import numpy as np
 
+    from matris.calculator import needs_remat
     from matris.graph import budgets_for
     from matris.potential import make_predictor
 
@@ -224,7 +229,8 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     counts = np.array([[n, *np.round(per_atom * n).astype(np.int64)]])
     budgets = tuple(budgets_for(counts))
     abstract = abstract_batch(batch, tuple(rec["budgets"]), budgets)
-    cfg = task_config(spec, cfg, "efs", budgets[3])
+    if spec.get("auto_remat") and needs_remat(cfg, "efs", budgets[3]):
+        cfg = cfg.replace(remat=True)  # the calculator's fallback where memory is short
     t0 = time.perf_counter()
     compiled = jax.jit(make_predictor(cfg, "efs")).lower(params, abstract).compile()
     fits, mem = memory_fits(compiled, spec, extra=2 * compiled.memory_analysis()

@@ -82,18 +82,24 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
 
 def test_large_shapes_rematerialise_with_equal_results(model, structs, floor, direct_fn,
                                                        monkeypatch):
-    """Above REMAT_ANGLES a force call compiles the rematerialised blocks: same results."""
+    """Above REMAT_ANGLES a force call compiles the rematerialised blocks: same results.  It
+    keeps the matrix-product outputs while their scratch fits the memory budget, and
+    recomputes everything (a second compilation) when it does not."""
     monkeypatch.setattr(calculator_module, "REMAT_ANGLES", 0)
     cfg = model.config
-    holder = CompiledPredictor(cfg, "efsm")
-    holder._jitted = None  # the plain (non-remat) function must not be used for this shape
     graph = build_graph(structs["periodic"], cfg.cutoff, cfg.three_body_cutoff)
     batch, _ = pack([graph], floor, dtype=np.float64)
-    got = holder(model.params, batch)
     ref = direct_fn(model.params, batch)
-    for key in ("energy", "forces", "stress", "magmoms"):
-        np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
-    assert holder.compilations == 1
+    for memory, kept, compilations in ((1 << 40, "_jitted_dots", 1), (0, "_jitted_remat", 2)):
+        monkeypatch.setattr(calculator_module, "available_memory", lambda: memory)
+        holder = CompiledPredictor(cfg, "efsm")
+        holder._jitted = None  # the plain (non-remat) function must not be used for this shape
+        if kept == "_jitted_dots":
+            holder._jitted_remat = None
+        got = holder(model.params, batch)
+        for key in ("energy", "forces", "stress", "magmoms"):
+            np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
+        assert holder.compilations == compilations
     assert needs_remat(cfg, "efs", 1) and not needs_remat(cfg, "e", 1)  # energy: no gradients
     assert not needs_remat(cfg.replace(remat=True), "efs", 1)  # already rematerialised
 

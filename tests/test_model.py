@@ -210,8 +210,9 @@ def test_cutoff_continuity(smooth):
 
 
 def test_remat_same_numbers_and_less_memory(model, structs):
-    """remat=True gives the same energies/forces/stress and needs far less scratch memory
-    for a force call (XLA's memory analysis; an unrolled remat would be merged away by CSE)."""
+    """remat=True (with or without keeping the products) gives the same energies/forces/stress
+    and needs less scratch memory for a force call (XLA's memory analysis; an unrolled remat
+    would be merged away by CSE); keeping the products sits between the two."""
     cfg, params, fn = model
     atoms = structs["fecr"] * (2, 1, 1)
     graph = build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff)
@@ -220,10 +221,17 @@ def test_remat_same_numbers_and_less_memory(model, structs):
     ref, got = fn(params, batch), remat_fn(params, batch)
     for key in ("energy", "forces", "stress", "magmoms"):
         np.testing.assert_allclose(np.asarray(got[key]), np.asarray(ref[key]), atol=1e-10)
-    temp = {r: jax.jit(make_predictor(cfg.replace(remat=r, num_layers=4), "ef"))
+    dots_fn = jax.jit(make_predictor(cfg.replace(remat=True, remat_save_dots=True), "efsm"))
+    got = dots_fn(params, batch)
+    for key in ("energy", "forces", "stress", "magmoms"):
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(ref[key]), atol=1e-10)
+    variants = {"none": dict(remat=False), "full": dict(remat=True),
+                "dots": dict(remat=True, remat_save_dots=True)}
+    temp = {k: jax.jit(make_predictor(cfg.replace(num_layers=4, **v), "ef"))
             .lower(params_for_layers(params, 4), batch).compile()
-            .memory_analysis().temp_size_in_bytes for r in (False, True)}
-    assert temp[True] < 0.6 * temp[False], temp
+            .memory_analysis().temp_size_in_bytes for k, v in variants.items()}
+    assert temp["full"] < 0.6 * temp["none"], temp
+    assert temp["full"] <= temp["dots"] < temp["none"], temp
 
 
 def params_for_layers(params, n: int):

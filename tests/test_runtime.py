@@ -1,4 +1,5 @@
-"""Process settings of `matris.runtime`: huge pages and the re-execution of the command."""
+"""Process settings of `matris.runtime`: huge pages, the re-execution of the command, and the
+XLA flags chosen for narrow models."""
 
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from matris.runtime import with_hugepages
+from matris.runtime import NARROW_FUSIONS, YNN_FUSION_FLAG, narrow_model_flags, with_hugepages
 
 
 def test_command_reexecs_once_with_huge_pages():
@@ -25,3 +26,27 @@ def test_command_reexecs_once_with_huge_pages():
                          check=True, env=env).stdout
     assert out.count("TUNABLES=") == 2  # the original process and one re-execution
     assert "TUNABLES=glibc.malloc.hugetlb=1" in out and "predict" in out
+
+
+def test_narrow_models_get_ynn_elementwise_fusions_unless_flags_choose():
+    """Width <= 64 adds the YNNPACK fusion flag to whatever XLA_FLAGS hold; wider models and an
+    explicit fusion choice leave the flags as they are.  In a fresh process the training
+    entry sets it before JAX starts, so the backend runs with it."""
+    flag = f"{YNN_FUSION_FLAG}={NARROW_FUSIONS}"
+    assert narrow_model_flags("", 64) == flag
+    assert narrow_model_flags("--xla_force_host_platform_device_count=2", 32) == (
+        "--xla_force_host_platform_device_count=2 " + flag)
+    assert narrow_model_flags("--a=1", 128) == "--a=1"
+    mine = f"{YNN_FUSION_FLAG}=dot"
+    assert narrow_model_flags(mine, 32) == mine
+    code = ("import os, jax; from matris.runtime import tune_xla_for_model;"
+            "from matris.config import get_config;"
+            "print(tune_xla_for_model(get_config('tiny')), os.environ['XLA_FLAGS']);"
+            "jax.devices(); os.environ['XLA_FLAGS'] = '';"
+            "print(tune_xla_for_model(get_config('tiny')), len(os.environ['XLA_FLAGS']))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    assert out[:2] == ["True", flag]
+    # once JAX has started, flags are no longer touched and the call says so
+    assert out[2:] == ["False", "0"]

@@ -66,6 +66,28 @@ def enable_x64_for(dtype: str) -> None:
 # buffers reach several GB (official shape on 2 cores with huge pages: 256 Fe atoms 6.1 s and
 # 2.7 GB instead of 6.7 s and 10.3 GB; 128 atoms, below the threshold, 2.15 s plain vs 2.33 s).
 REMAT_ANGLES = 1 << 15
+# Rematerialised calls keep the matrix-product outputs (``remat_save_dots``: 4.65 vs 5.00 s at
+# 256 Fe atoms, 11.0 vs 11.9 s at 512, official shape) when XLA's memory analysis puts that executable's scratch
+# under this fraction of the memory available; otherwise they recompute everything.
+SAVE_DOTS_MEMORY_FRACTION = 0.5
+
+
+def available_memory() -> int:
+    """Bytes free for a new executable's scratch: the accelerator's free memory, or on CPU
+    Linux's MemAvailable (all physical memory where that is not readable)."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def needs_remat(config: MatRISConfig, task: str, num_angles: int) -> bool:
@@ -80,14 +102,19 @@ class CompiledPredictor:
     ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
     Shapes with more than REMAT_ANGLES angles compile with ``remat=True`` when the task takes
-    gradients (and the config does not set remat itself).
+    gradients (and the config does not set remat itself): with ``remat_save_dots`` when its
+    scratch fits SAVE_DOTS_MEMORY_FRACTION of the available memory, else without (then two
+    compilations for that shape).
     """
 
     def __init__(self, config: MatRISConfig, task: str):
         self.config, self.task = config, check_task(task)
         self.dtype = np.dtype(config.dtype)
-        self._jitted = jax.jit(make_predictor(config, task))
-        self._jitted_remat = jax.jit(make_predictor(config.replace(remat=True), task))
+        self._configs = {"_jitted": config, "_jitted_remat": config.replace(remat=True),
+                         "_jitted_dots": config.replace(remat=True, remat_save_dots=True)}
+        for name, cfg in self._configs.items():
+            setattr(self, name, jax.jit(make_predictor(cfg, task)))
+        self.chosen: dict[tuple, MatRISConfig] = {}  # key -> the config its executable runs
         self._executables: dict[tuple, Any] = {}
         self.compilations = 0
 
@@ -98,11 +125,20 @@ class CompiledPredictor:
         """The compiled executable for this batch's shape (compiled on first use)."""
         key = self.key(batch)
         if key not in self._executables:
-            big = needs_remat(self.config, self.task, batch.angle_center.shape[0])
-            jitted = self._jitted_remat if big else self._jitted
-            self._executables[key] = jitted.lower(params, batch).compile()
-            self.compilations += 1
+            if not needs_remat(self.config, self.task, batch.angle_center.shape[0]):
+                exe = self._compile("_jitted", key, params, batch)
+            else:
+                exe = self._compile("_jitted_dots", key, params, batch)
+                scratch = exe.memory_analysis().temp_size_in_bytes
+                if scratch > SAVE_DOTS_MEMORY_FRACTION * available_memory():
+                    exe = self._compile("_jitted_remat", key, params, batch)
+            self._executables[key] = exe
         return self._executables[key]
+
+    def _compile(self, name: str, key: tuple, params, batch):
+        self.compilations += 1
+        self.chosen[key] = self._configs[name]
+        return getattr(self, name).lower(params, batch).compile()
 
     def __call__(self, params, batch: GraphBatch) -> dict[str, np.ndarray]:
         out = self.executable(params, batch)(params, batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import get_config
 from .config import TrainConfig, from_dict, load_config
 from .loop import train
 
@@ -26,4 +27,9 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
-    return train(load_config(args.config, overrides), resume=not args.no_resume)
+    cfg = load_config(args.config, overrides)
+    from ..runtime import tune_xla_for_model
+
+    tune_xla_for_model(get_config(cfg.model.preset, **cfg.model.overrides))
+    return train(cfg, resume=not args.no_resume)
+
