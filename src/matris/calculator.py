@@ -66,9 +66,9 @@ def enable_x64_for(dtype: str) -> None:
 # buffers reach several GB (official shape on 2 cores with huge pages: 256 Fe atoms 6.1 s and
 # 2.7 GB instead of 6.7 s and 10.3 GB; 128 atoms, below the threshold, 2.15 s plain vs 2.33 s).
 REMAT_ANGLES = 1 << 15
-# Rematerialised calls keep the matrix-product outputs (``remat_save_dots``: 4.65 vs 5.00 s at
-# 256 Fe atoms, 11.0 vs 11.9 s at 512, official shape) when XLA's memory analysis puts that executable's scratch
-# under this fraction of the memory available; otherwise they recompute everything.
+# Rematerialised calls keep the matrix-product outputs (``remat_save_dots``; official shape:
+# 4.65 vs 5.00 s at 256 Fe atoms, 11.0 vs 11.9 s at 512) when XLA's memory analysis puts that
+# executable's scratch under this fraction of the memory available; else they recompute all.
 SAVE_DOTS_MEMORY_FRACTION = 0.5
 
 
