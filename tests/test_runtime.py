@@ -50,3 +50,17 @@ def test_narrow_models_get_ynn_elementwise_fusions_unless_flags_choose():
     assert out[:2] == ["True", flag]
     # once JAX has started, flags are no longer touched and the call says so
     assert out[2:] == ["False", "0"]
+
+
+def test_older_jaxlib_keeps_xla_defaults(monkeypatch):
+    """A jaxlib older than the one the fusion flag was verified with gets no new flag (XLA
+    aborts on flags it does not know)."""
+    import jaxlib
+
+    from matris.config import get_config
+    from matris.runtime import tune_xla_for_model
+
+    monkeypatch.setattr(jaxlib, "__version__", "0.9.2")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert tune_xla_for_model(get_config("tiny"))
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

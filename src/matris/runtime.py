@@ -29,6 +29,8 @@ HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 NARROW_FUSIONS = "individual_dot,eltwise"
 NARROW_WIDTH = 64
+# XLA aborts on flags it does not know; the fusion-type flag is verified with jaxlib 0.10.
+YNN_MIN_JAXLIB = (0, 10)
 NO_REEXEC = "MATRIS_NO_REEXEC"  # set to any value to keep the process as started
 
 
@@ -72,11 +74,16 @@ def narrow_model_flags(flags: str, width: int) -> str:
 
 def tune_xla_for_model(config) -> bool:
     """Set XLA_FLAGS for a model (a MatRISConfig; see `narrow_model_flags`) if JAX's backends
-    are not yet initialised (flags are read once, at initialisation).  Returns whether the
+    are not yet initialised (flags are read once, at initialisation) and jaxlib is at least
+    YNN_MIN_JAXLIB (older ones may abort on the unknown flag; they keep XLA's defaults).  Returns whether the
     flags now in effect are the ones this model asks for."""
+    import jaxlib
     from jax._src import xla_bridge
 
     current = os.environ.get("XLA_FLAGS", "")
+    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
+    if version < YNN_MIN_JAXLIB:
+        return True  # this jaxlib may not know the flag: leave XLA's defaults
     width = max(config.atom_dim, config.bond_dim, config.angle_dim)
     wanted = narrow_model_flags(current, width)
     if wanted == current:
