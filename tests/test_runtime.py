@@ -30,8 +30,9 @@ def test_command_reexecs_once_with_huge_pages():
 
 def test_narrow_models_get_ynn_elementwise_fusions_unless_flags_choose():
     """Width <= 64 adds the YNNPACK fusion flag to whatever XLA_FLAGS hold; wider models and an
-    explicit fusion choice leave the flags as they are.  In a fresh process the training
-    entry sets it before JAX starts, so the backend runs with it."""
+    explicit fusion choice leave the flags as they are.  In a fresh process
+    `tune_xla_for_model` (what `matris train` calls first) sets it before JAX starts; once
+    JAX has started it changes nothing and says so."""
     flag = f"{YNN_FUSION_FLAG}={NARROW_FUSIONS}"
     assert narrow_model_flags("", 64) == flag
     assert narrow_model_flags("--xla_force_host_platform_device_count=2", 32) == (
@@ -60,7 +61,7 @@ def test_older_jaxlib_keeps_xla_defaults(monkeypatch):
     from matris.config import get_config
     from matris.runtime import tune_xla_for_model
 
-    monkeypatch.setattr(jaxlib, "__version__", "0.9.2")
+    monkeypatch.setattr(jaxlib, "__version__", "0.9rc2")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert tune_xla_for_model(get_config("tiny"))
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

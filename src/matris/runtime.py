@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
@@ -75,13 +76,14 @@ def narrow_model_flags(flags: str, width: int) -> str:
 def tune_xla_for_model(config) -> bool:
     """Set XLA_FLAGS for a model (a MatRISConfig; see `narrow_model_flags`) if JAX's backends
     are not yet initialised (flags are read once, at initialisation) and jaxlib is at least
-    YNN_MIN_JAXLIB (older ones may abort on the unknown flag; they keep XLA's defaults).  Returns whether the
-    flags now in effect are the ones this model asks for."""
+    YNN_MIN_JAXLIB (older ones may abort on the unknown flag; they keep XLA's defaults).
+    Returns whether the flags now in effect are the ones this model asks for."""
     import jaxlib
     from jax._src import xla_bridge
 
     current = os.environ.get("XLA_FLAGS", "")
-    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
+    version = tuple(int(re.match(r"\d*", p).group() or 0)
+                    for p in jaxlib.__version__.split(".")[:2])
     if version < YNN_MIN_JAXLIB:
         return True  # this jaxlib may not know the flag: leave XLA's defaults
     width = max(config.atom_dim, config.bond_dim, config.angle_dim)

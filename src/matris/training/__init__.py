@@ -32,4 +32,3 @@ def main(argv: list[str] | None = None) -> dict:
 
     tune_xla_for_model(get_config(cfg.model.preset, **cfg.model.overrides))
     return train(cfg, resume=not args.no_resume)
-
