@@ -215,6 +215,8 @@ BAD = {
     "inf cell": (Atoms("H", positions=[[0, 0, 0]], cell=[[np.inf, 0, 0], [0, 3, 0], [0, 0, 3]],
                        pbc=True), "non-finite cell"),
     "too close": (Atoms("HH", positions=[[0, 0, 0], [0.05, 0, 0]]), "closer than 0.1"),
+    "on top of each other": (Atoms("FeFe", positions=[[1, 1, 1], [1, 1, 1]], cell=np.eye(3) * 3,
+                                   pbc=True), "atoms 0 and 1 .* 0 A apart"),
     "close via image": (Atoms("HH", positions=[[0.02, 1, 1], [4.97, 1, 1]], cell=np.eye(3) * 5,
                               pbc=True), "closer than 0.1"),
     "self image": (Atoms("H", positions=[[0, 0, 0]], cell=np.diag([0.05, 3, 3]), pbc=True),

@@ -184,3 +184,13 @@ def test_missing_energy_label_is_named(tmp_path):
     cfg = from_dict(run_config(path, tmp_path / "run", data={"split_key": "nope"}))
     with pytest.raises(ValueError, match="no energy label"):
         train(cfg, resume=False)
+
+
+def test_results_table_leaves_out_quantities_without_labels():
+    from matris.training.report import table
+
+    results = {s: {"energy_mae": 0.05, "magmoms_mae": 0.0} for s in ("val", "test")}
+    base = {s: {"energy_mae": 0.2, "magmoms_mae": float("nan")} for s in ("val", "test")}
+    text = table(results, base)
+    assert "| energy (meV/atom) | test | 50.000 | 200.000 | 4.0x |" in text
+    assert "magmoms" not in text and "nan" not in text

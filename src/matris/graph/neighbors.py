@@ -213,7 +213,10 @@ def atom_graph(positions, cell, pbc, cutoff: float):
                              pbc=np.asarray(pbc, bool), cutoff=cutoff + _SEARCH_PAD)
     vec = edge_vectors(pos, cell, i, j, s)
     d = np.linalg.norm(vec, axis=1)
-    keep = np.nonzero((d > 0.0) & (d <= cutoff))[0]
+    # Drop only an atom paired with itself (no shift): two distinct atoms at the same point
+    # stay, so that `check_min_distance` rejects them instead of silently ignoring the pair.
+    self_pair = (i == j) & np.all(s == 0, axis=1)
+    keep = np.nonzero(~self_pair & (d <= cutoff))[0]
     order = keep[np.lexsort((s[keep, 2], s[keep, 1], s[keep, 0], j[keep], i[keep]))]
     return (i[order].astype(np.int32), j[order].astype(np.int32),
             s[order].astype(np.int32), vec[order])

@@ -45,13 +45,16 @@ def baselines(splits: dict, params) -> dict:
 
 
 def table(results: dict, base: dict) -> str:
-    """Markdown table: model MAE and baseline MAE per split and quantity."""
+    """Markdown table: model MAE and baseline MAE per split and quantity (quantities without
+    labels in a split, e.g. magmoms in a data set that has none, are left out)."""
     lines = ["| quantity | split | MatRIS-JAX | trivial baseline | ratio |", "|---|---|---:|---:|---:|"]
     for key, (label, scale) in UNITS.items():
         for split in ("val", "test"):
             if split not in results or key not in results[split]:
                 continue
             ours, triv = results[split][key] * scale, base[split][key] * scale
+            if not np.isfinite(triv):  # the split has no labels of this kind
+                continue
             lines.append(f"| {label} | {split} | {ours:.3f} | {triv:.3f} | {triv / max(ours, 1e-12):.1f}x |")
     return "\n".join(lines)
 
