@@ -88,6 +88,18 @@ def test_bad_input_names_the_frame(model_path, tmp_path):
     assert not (tmp_path / "o.extxyz").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "relax", "md"])
+def test_unreadable_or_missing_input_file_is_named(model_path, tmp_path, command):
+    bad = tmp_path / "broken.extxyz"
+    bad.write_text("3\nLattice=\"3 0 0 0 3 0 0 0 3\" pbc=\"T T T\"\nFe 0 0 0\n")
+    out = ["-o", str(tmp_path / "o.extxyz"), "--model", model_path]
+    with pytest.raises(SystemExit, match=r"broken.extxyz: cannot read structure 0 .*1 atoms"):
+        main([command, str(bad), *out])
+    with pytest.raises(SystemExit, match=r"missing.xyz: no such file"):
+        main([command, str(tmp_path / "missing.xyz"), *out])
+    assert not (tmp_path / "o.extxyz").exists()
+
+
 @pytest.mark.parametrize("command,module", [("train", "training"), ("convert", "convert")])
 def test_lazy_dispatch(monkeypatch, command, module):
     seen = []

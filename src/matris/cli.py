@@ -98,10 +98,9 @@ def run_predict(args) -> None:
 
 
 def _read(path: str, index: str) -> list:
-    import ase.io
+    from .data.extxyz import read_structures
 
-    out = ase.io.read(path, index=index)
-    return out if isinstance(out, list) else [out]
+    return read_structures(path, index)
 
 
 def run_relax(args) -> None:

@@ -19,6 +19,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
 from .calculator import compiled_predictor, device_params, resolve_model, structure_results
+from .data.extxyz import read_structures
 from .graph import Budgets, StructureGraph, as_atoms, budgets_for, build_graph, iterate_batches
 from .graph import pack as pack_graphs
 from .graph.batch import graph_sizes
@@ -107,8 +108,7 @@ def predict_file(path_in, path_out, model=None, task: str = "efsm", dtype: str |
     """Read structures (any ase format), predict, write extended XYZ with the predictions as
     calculator results (energy, forces, stress, magmoms, per-atom energies).  Returns count."""
     path_in = os.fspath(path_in)
-    atoms_list = ase.io.read(path_in, index=index)
-    atoms_list = atoms_list if isinstance(atoms_list, list) else [atoms_list]
+    atoms_list = read_structures(path_in, index)
     model = resolve_model(model, dtype)
     labels = [f"{path_in}:{k}" for k in range(len(atoms_list))]
     graphs = build_graphs(atoms_list, model, labels)

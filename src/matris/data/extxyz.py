@@ -116,6 +116,30 @@ def read_extxyz(path, index=":", energy_key: str | None = None, forces_key: str 
     return frames
 
 
+def read_structures(path, index=":") -> list[ase.Atoms]:
+    """Structures of any format ase reads (index syntax as `read_extxyz`), for prediction,
+    relaxation and MD.  Raises FileNotFoundError for a missing file and ValueError naming the
+    file and the frame for unreadable content (ase itself raises many exception types)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    out, k = [], 0
+    reader = ase.io.iread(path, index=index)
+    while True:
+        try:
+            atoms = next(reader)
+        except StopIteration:
+            break
+        except Exception as err:  # noqa: BLE001 - ase raises many types for broken files
+            raise ValueError(f"{path}: cannot read structure {k} of the selection {index!r} "
+                             f"({type(err).__name__}: {err})") from err
+        out.append(atoms)
+        k += 1
+    if not out:
+        raise ValueError(f"{path}: no structures (selection {index!r})")
+    return out
+
+
 def _jsonable(value) -> bool:
     return isinstance(value, (str, int, float, bool, np.integer, np.floating, np.ndarray,
                               list, tuple))
