@@ -1,5 +1,6 @@
 """Training: one compile per run, data-parallel equality, kill/resume, bad input."""
 
+import copy
 import json
 import os
 import signal
@@ -62,7 +63,7 @@ def data_file(tmp_path_factory):
 
 
 def run_config(data_file, out, **extra):
-    cfg = {"output": str(out), "data": {"train": str(data_file)}, "model": TINY,
+    cfg = {"output": str(out), "data": {"train": str(data_file)}, "model": copy.deepcopy(TINY),
            "optim": {"epochs": 3, "warmup_steps": 2, "learning_rate": 2e-3},
            "batch": {"batch_size": 3, "eval_batch_size": 6}, "checkpoint": {"every_steps": 2},
            "devices": 1}
@@ -194,3 +195,24 @@ def test_results_table_leaves_out_quantities_without_labels():
     text = table(results, base)
     assert "| energy (meV/atom) | test | 50.000 | 200.000 | 4.0x |" in text
     assert "magmoms" not in text and "nan" not in text
+
+
+def test_fine_tuning_takes_the_stored_model_and_names_a_mismatch(data_file, trained, tmp_path):
+    out, _ = trained
+    start = matris.load(out / "model.npz")
+    cfg = run_config(data_file, tmp_path / "ft", optim={"epochs": 1, "learning_rate": 1e-9})
+    # no preset: the stored model; a runtime option may differ
+    cfg["model"] = {"init_from": str(out / "model.npz"), "overrides": {"remat": True}}
+    summary = train(from_dict(cfg), resume=False)
+    tuned = matris.load(tmp_path / "ft" / "model.npz")
+    assert tuned.config == start.config.replace(remat=True)
+    assert summary["train_step_compilations"] == 1
+    a, b = dict(start.params), dict(tuned.params)
+    a.pop("reference_energy"), b.pop("reference_energy")  # refitted on the run's train split
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x, y, atol=1e-5)  # learning rate ~0: parameters kept
+    cfg["model"] = {"preset": "tiny", "init_from": str(out / "model.npz"),
+                    "overrides": dict(TINY["overrides"], atom_dim=8)}
+    cfg["output"] = str(tmp_path / "ft2")
+    with pytest.raises(ValueError, match=r"model.npz: its model config differs.*atom_dim: 16 != 8"):
+        train(from_dict(cfg), resume=False)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import get_config
-from .config import TrainConfig, from_dict, load_config
+from .config import TrainConfig, from_dict, load_config, model_config
 from .loop import train
 
 __all__ = ["TrainConfig", "from_dict", "load_config", "main", "train"]
@@ -30,5 +29,5 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, overrides)
     from ..runtime import tune_xla_for_model
 
-    tune_xla_for_model(get_config(cfg.model.preset, **cfg.model.overrides))
+    tune_xla_for_model(model_config(cfg.model))
     return train(cfg, resume=not args.no_resume)

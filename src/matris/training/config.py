@@ -33,9 +33,10 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
     """A preset name plus field overrides (see matris.MatRISConfig); ``init_from`` a bundle or
-    an official checkpoint to fine-tune."""
+    an official checkpoint to fine-tune.  Without a preset the model is the one stored in
+    ``init_from`` (fine-tuning) or the ``small`` preset; overrides apply on top."""
 
-    preset: str = "small"
+    preset: str = ""
     overrides: dict = dataclasses.field(default_factory=dict)
     init_from: str = ""
 
@@ -148,3 +149,26 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+# Options that change how the model runs, not its parameters: a fine-tuning run may set them
+# freely on top of the starting model's config.
+RUNTIME_FIELDS = ("dtype", "remat", "remat_save_dots", "scan_blocks")
+
+
+def model_config(section: ModelSection):
+    """The run's MatRISConfig: the preset (default ``small``) with the overrides, or, when
+    fine-tuning without a preset, the config stored in ``init_from`` with the overrides."""
+    from ..config import get_config
+
+    if section.preset or not section.init_from:
+        return get_config(section.preset or "small", **section.overrides)
+    from ..bundle import load
+
+    return load(section.init_from).config.replace(**section.overrides)
+
+
+def config_mismatch(start, run) -> list[str]:
+    """Fields (other than RUNTIME_FIELDS) where two MatRISConfigs differ, as 'name: a != b'."""
+    a, b = start.to_dict(), run.to_dict()
+    return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if k not in RUNTIME_FIELDS and a[k] != b[k]]

@@ -11,11 +11,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import bundle
-from ..config import get_config
 from ..data import fit_reference_energies
 from ..potential import Model, init_params
 from .checkpoint import Checkpoints, dumps
-from .config import TrainConfig, to_dict
+from .config import TrainConfig, config_mismatch, model_config, to_dict
 from .data import count_steps, epoch_rng, fitting_budgets, load_splits, step_inputs
 from .loss import means, weighted_loss
 from .report import baselines, finish_report
@@ -34,8 +33,11 @@ def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
     """Fresh (or fine-tuning) parameters with the composition model fitted on train."""
     if cfg.model.init_from:
         start = bundle.load(cfg.model.init_from)
-        if start.config.replace(dtype=model_cfg.dtype) != model_cfg:
-            raise ValueError(f"{cfg.model.init_from}: its model config differs from the run's")
+        diff = config_mismatch(start.config, model_cfg)
+        if diff:
+            raise ValueError(f"{cfg.model.init_from}: its model config differs from the run's "
+                             f"({'; '.join(diff)}); leave model.preset empty to fine-tune "
+                             f"the stored model as it is")
         params = jax.tree_util.tree_map(np.asarray, start.astype(model_cfg.dtype).params)
     else:
         from ..graph import pack
@@ -72,7 +74,7 @@ def _report_skipped(pending, new, progress: dict):
 def train(cfg: TrainConfig, resume: bool = True) -> dict:
     """Run (or resume) training; returns the final summary (also written to summary.json)."""
     out = Path(cfg.output)
-    model_cfg = get_config(cfg.model.preset, **cfg.model.overrides)
+    model_cfg = model_config(cfg.model)
     dtype = np.dtype(model_cfg.dtype)
     t0 = time.time()
     splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
