@@ -138,7 +138,7 @@ def run_one(preset: str, devices: int, args) -> dict:
     spec = {"preset": preset, "devices": devices, "config": args.config, "steps": args.steps,
             "batch_size": args.batch_size.get(preset, PRESET_BATCH.get(preset)),
             "seconds": args.seconds, "overrides": json.loads(args.overrides)}
-    env = matris_runtime.with_hugepages(dict(os.environ)) or dict(os.environ)
+    env = matris_runtime.with_tunables(dict(os.environ), "training") or dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])

@@ -1,7 +1,8 @@
 """What `make bench-scaling` measures: the curves, their sizes and their time budgets.
 
-A JAX curve without a variant runs as the calculator does (force/stress shapes above
-``matris.calculator.REMAT_ANGLES`` angles rematerialised); a variant fixes the setting for
+A JAX curve without a variant runs as the calculator does (force/stress shapes whose plain
+scratch would pass ``matris.calculator.PLAIN_SCRATCH_LIMIT`` rematerialised); a variant fixes
+the setting for
 every size.  A curve is one model (JAX preset or variant, the official PyTorch model, or a teacher) on one
 system, doubling from 16 atoms; each worker stops by itself at the first size that does not fit
 in memory or would overrun the curve's time budget.  Budgets are seconds per (curve, system,
@@ -12,6 +13,8 @@ quick plan for under 5 minutes; the GPU plan for about 3 minutes on one H100/H20
 from __future__ import annotations
 
 import dataclasses
+
+from matris.runtime import MALLOC_TUNABLES
 
 # The official package's constructor kwargs of the two shapes we compare (same as the parity
 # tests); the JAX side reads the same weights from the checkpoint through the converter.
@@ -24,8 +27,10 @@ OFFICIAL_CONFIGS = {
 VARIANTS = {"": {}, "remat": {"remat": True}, "scan": {"scan_blocks": True},
             "remat+scan": {"remat": True, "scan_blocks": True}}
 FAST_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "-1"}
-# 2 MiB pages for glibc's large blocks (matris.runtime; the `matris` command sets it itself).
+# 2 MiB pages for glibc's large blocks (torch's thp variant); JAX runs with what the `matris`
+# command sets for inference (matris.runtime: huge pages, one arena, the heap kept).
 HUGEPAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+JAX_MALLOC = {"GLIBC_TUNABLES": MALLOC_TUNABLES["inference"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +54,11 @@ class Curve:
 
     @property
     def env(self) -> dict:
-        """Allocator settings: JAX always runs with huge pages (as the `matris` command
-        does); torch with what its variant names (mmap0: memory kept; thp: huge pages)."""
-        env = dict(HUGEPAGES) if self.kind == "jax" or "thp" in self.variant else {}
+        """Allocator settings: JAX always runs as the `matris` command does for inference;
+        torch with what its variant names (mmap0: memory kept; thp: huge pages)."""
+        if self.kind == "jax":
+            return dict(JAX_MALLOC)
+        env = dict(HUGEPAGES) if "thp" in self.variant else {}
         return {**env, **FAST_MALLOC} if "mmap0" in self.variant else env
 
     def overrides(self) -> dict:

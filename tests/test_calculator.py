@@ -82,10 +82,12 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
 
 def test_large_shapes_rematerialise_with_equal_results(model, structs, floor, direct_fn,
                                                        monkeypatch):
-    """Above REMAT_ANGLES a force call compiles the rematerialised blocks: same results.  It
-    keeps the matrix-product outputs while their scratch fits the memory budget, and
-    recomputes everything (a second compilation) when it does not."""
-    monkeypatch.setattr(calculator_module, "REMAT_ANGLES", 0)
+    """When the plain scratch would pass PLAIN_SCRATCH_LIMIT a force call compiles the
+    rematerialised blocks: same results.  It keeps the matrix-product outputs while their
+    scratch fits the memory budget, and recomputes everything (a second compilation) when it
+    does not."""
+    assert not needs_remat(model.config, "efs", 1000)  # a few MB: plain
+    monkeypatch.setattr(calculator_module, "PLAIN_SCRATCH_LIMIT", 0)
     cfg = model.config
     graph = build_graph(structs["periodic"], cfg.cutoff, cfg.three_body_cutoff)
     batch, _ = pack([graph], floor, dtype=np.float64)

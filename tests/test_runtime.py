@@ -7,25 +7,61 @@ import sys
 
 import pytest
 
-from matris.runtime import NARROW_FUSIONS, YNN_FUSION_FLAG, narrow_model_flags, with_hugepages
+from matris.runtime import (
+    MALLOC_TUNABLES,
+    NARROW_FUSIONS,
+    YNN_FUSION_FLAG,
+    narrow_model_flags,
+    with_tunables,
+)
 
 
-def test_command_reexecs_once_with_huge_pages():
-    """`matris` restarts itself with glibc's huge-page tunable (Linux/glibc) exactly once,
-    keeps the user's own GLIBC_TUNABLES entries, and leaves an explicit choice alone."""
-    if with_hugepages({}) is None:
+def test_command_reexecs_once_with_the_malloc_tunables_of_its_workload():
+    """`matris` restarts itself with glibc's malloc tunables (Linux/glibc) exactly once: the
+    heap-keeping set for inference commands, huge pages only for training; the user's own
+    GLIBC_TUNABLES entries are kept and an explicit choice of a tunable is not overridden."""
+    if with_tunables({}) is None:
         pytest.skip("not Linux with glibc")
-    assert with_hugepages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
-    assert with_hugepages({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})["GLIBC_TUNABLES"] == (
-        "glibc.pthread.rseq=0:glibc.malloc.hugetlb=1")
-    code = ("import os, sys; sys.argv = ['matris', '--help'];"
-            "print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''), flush=True);"
-            "from matris.cli import main; main()")
+    inference, training = MALLOC_TUNABLES["inference"], MALLOC_TUNABLES["training"]
+    assert with_tunables({})["GLIBC_TUNABLES"] == inference
+    assert with_tunables({}, "training")["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert with_tunables({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "training") is None
+    assert with_tunables({"GLIBC_TUNABLES": inference}) is None
+    mine = with_tunables({"GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.malloc.arena_max=4"})
+    assert mine["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0:glibc.malloc.arena_max=4:" + ":".join(
+        t for t in inference.split(":") if "arena_max" not in t)
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MATRIS_NO_REEXEC")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env).stdout
-    assert out.count("TUNABLES=") == 2  # the original process and one re-execution
-    assert "TUNABLES=glibc.malloc.hugetlb=1" in out and "predict" in out
+    for argv, expected in ((["--help"], inference), (["train", "--help"], training)):
+        code = (f"import os, sys; sys.argv = ['matris', *{argv!r}];"
+                "print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''), flush=True);"
+                "from matris.cli import main; main()")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env).stdout
+        assert out.count("TUNABLES=") == 2  # the original process and one re-execution
+        assert f"TUNABLES={expected}\n" in out and "usage" in out
+
+
+def test_inference_tunables_keep_the_scratch_between_calls():
+    """With the inference tunables a repeated force call page-faults almost nothing (XLA's
+    scratch is reused from the heap); with glibc's defaults every call faults it in again."""
+    if with_tunables({}) is None:
+        pytest.skip("not Linux with glibc")
+    code = ("import resource, numpy as np, jax, jax.numpy as jnp;"
+            "f = jax.jit(jax.grad(lambda x: jnp.sum(jnp.tanh(x @ x.T) ** 2)));"
+            "x = jnp.ones((3000, 64)) / 64; f(x).block_until_ready(); f(x).block_until_ready();"
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt;"
+            "[f(x).block_until_ready() for _ in range(3)];"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)")
+    faults = {}
+    for name, tunables in (("default", ""), ("inference", MALLOC_TUNABLES["inference"])):
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if tunables:
+            env["GLIBC_TUNABLES"] = tunables
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True).stdout
+        faults[name] = int(out.split()[-1])
+    # 3 calls x a 36 MB scratch = ~26,000 faults of 4 KiB pages with glibc's defaults
+    assert faults["default"] > 5000 and faults["inference"] < 0.1 * faults["default"], faults
 
 
 def test_narrow_models_get_ynn_elementwise_fusions_unless_flags_choose():

@@ -60,12 +60,18 @@ def enable_x64_for(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-# Above this many padded angles a force/stress call rematerialises each interaction block (the
-# same numbers; the backward pass recomputes one block's activations instead of keeping all of
-# them): ~5x less memory, and on CPU faster past this size, where the unrolled model's
-# buffers reach several GB (official shape on 2 cores with huge pages: 256 Fe atoms 6.1 s and
-# 2.7 GB instead of 6.7 s and 10.3 GB; 128 atoms, below the threshold, 2.15 s plain vs 2.33 s).
-REMAT_ANGLES = 1 << 15
+# A force/stress call rematerialises each interaction block (the same numbers; the backward
+# pass recomputes one block's activations instead of keeping all of them, ~5x less memory) when
+# the plain executable's scratch would pass PLAIN_SCRATCH_LIMIT bytes (or the memory budget of
+# SAVE_DOTS_MEMORY_FRACTION).  That scratch grows with padded angles x angle width x blocks:
+# XLA's memory analysis gives 260-290 bytes per (angle, feature, block) in float32 for the
+# official shape (128 wide, 6 blocks) and for the default model (32 wide, 2 blocks).  On CPU
+# the plain call is the faster one up to several GB (2-core VM, huge pages; runs interleaved):
+# official shape, 128 Fe atoms (5 GB) 2.15 s plain vs 2.33 s remat, 256 atoms (10 GB) 6.7 vs
+# 6.1 s; default model, Fe-Cr at 1,024 atoms (3.0 GB) 1.47 vs 2.23 s (products kept), 2,000
+# atoms (5.9 GB) 3.00 vs 3.47 s.
+PLAIN_BYTES_PER_ANGLE_FEATURE = 72  # per (angle, feature, block) and byte of the dtype
+PLAIN_SCRATCH_LIMIT = 8e9
 # Rematerialised calls keep the matrix-product outputs (``remat_save_dots``; official shape:
 # 4.65 vs 5.00 s at 256 Fe atoms, 11.0 vs 11.9 s at 512) when XLA's memory analysis puts that
 # executable's scratch under this fraction of the memory available; else they recompute all.
@@ -90,10 +96,20 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def plain_scratch_estimate(config: MatRISConfig, num_angles: int) -> float:
+    """Bytes of scratch a plain (not rematerialised) force call needs, roughly."""
+    per_angle = config.angle_dim * config.num_layers * np.dtype(config.dtype).itemsize
+    return PLAIN_BYTES_PER_ANGLE_FEATURE * per_angle * num_angles
+
+
 def needs_remat(config: MatRISConfig, task: str, num_angles: int) -> bool:
     """Whether a call of ``task`` on a batch with ``num_angles`` padded angles should compile
-    with ``remat=True`` (gradient tasks above REMAT_ANGLES, unless the config already does)."""
-    return "f" in task and not config.remat and num_angles > REMAT_ANGLES
+    with ``remat=True``: gradient tasks whose plain scratch estimate passes PLAIN_SCRATCH_LIMIT
+    or SAVE_DOTS_MEMORY_FRACTION of the available memory, unless the config already does."""
+    if "f" not in task or config.remat:
+        return False
+    limit = min(PLAIN_SCRATCH_LIMIT, SAVE_DOTS_MEMORY_FRACTION * available_memory())
+    return plain_scratch_estimate(config, num_angles) > limit
 
 
 class CompiledPredictor:
@@ -101,8 +117,8 @@ class CompiledPredictor:
 
     ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
-    Shapes with more than REMAT_ANGLES angles compile with ``remat=True`` when the task takes
-    gradients (and the config does not set remat itself): with ``remat_save_dots`` when its
+    Shapes for which `needs_remat` holds compile with ``remat=True`` (gradient tasks whose
+    plain scratch would be too large): with ``remat_save_dots`` when its
     scratch fits SAVE_DOTS_MEMORY_FRACTION of the available memory, else without (then two
     compilations for that shape).
     """

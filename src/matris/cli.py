@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Sequence
 
-from .runtime import reexec_with_hugepages
+from .runtime import reexec_with_tunables
 
 LAZY = {"train": ("training", "train a model from a YAML config"),
         "convert": ("convert", "convert an official PyTorch checkpoint to a bundle")}
@@ -158,9 +158,10 @@ def run_lazy(name: str, argv: Sequence[str]):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns 0 (errors exit with a message).  Run as a
-    program (argv None) it first re-executes itself with huge pages on (`matris.runtime`)."""
+    program (argv None) it first re-executes itself with the malloc tunables of its workload
+    (`matris.runtime`: training or inference)."""
     if argv is None:
-        reexec_with_hugepages()
+        reexec_with_tunables("training" if sys.argv[1:2] == ["train"] else "inference")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LAZY:
         run_lazy(argv[0], argv[1:])

@@ -1,14 +1,24 @@
-"""Process settings that make XLA faster on CPU: transparent huge pages for large buffers, and
-YNNPACK fusions of elementwise work for narrow models.
+"""Process settings that make XLA faster on CPU: glibc malloc tunables for its large
+per-call buffers, and YNNPACK fusions of elementwise work for narrow models.
 
 XLA's CPU runtime allocates each call's scratch buffer (GBs for a force call on a few hundred
-atoms) fresh and returns it afterwards, so every call page-faults and zeroes it in 4 KiB
-pages: measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2.7 s
-call (official shape, 128 Fe atoms).  glibc >= 2.35 backs malloc's large blocks with 2 MiB
-pages when started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``: 2.7 s -> 2.2 s there, and
-a training step of the default model 0.91 s -> 0.76 s.  The tunable is read at process start,
-so the ``matris`` command re-executes itself once with it set; library users can export it
-(``export GLIBC_TUNABLES=glibc.malloc.hugetlb=1``) before starting Python.
+atoms) fresh and frees it afterwards.  glibc serves such blocks from worker threads with
+mmap and returns them with munmap, so every call page-faults and zeroes the whole buffer again:
+measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2.7 s call
+(official shape, 128 Fe atoms).  Two remedies, read by glibc at process start:
+
+- ``glibc.malloc.hugetlb=1`` backs large blocks with 2 MiB pages (fewer, cheaper faults):
+  official shape 2.7 s -> 2.2 s, a training step of the default model 0.91 s -> 0.76 s.
+- For inference (predict, relax, MD) additionally one arena, no mmap and no trimming
+  (``arena_max=1:mmap_max=0:trim_threshold=64 GiB``): the scratch then stays in the heap
+  between calls and is reused without any page fault.  Default model, 1,024 Fe-Cr atoms,
+  forces: 1.9 s per call (0.72 M faults) -> 1.2 s (none); official shape at 128 atoms
+  2.27 -> 1.95-2.13 s.  The process keeps its peak memory.  For training steps one arena is
+  slower (0.53-0.57 -> 0.62-0.65 s: the worker threads then share one malloc lock), so
+  `matris train` uses huge pages only.
+
+The ``matris`` command re-executes itself once with the tunables of its workload; library
+users can export them before starting Python (``MALLOC_TUNABLES["inference"]``).
 
 Narrow models (feature widths <= 64, e.g. the default training config: 64 / 32 / 32) spend
 most of a training step on small [rows, 32] x [32, 32] products and the elementwise work
@@ -26,35 +36,43 @@ import platform
 import re
 import sys
 
-HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 NARROW_FUSIONS = "individual_dot,eltwise"
 NARROW_WIDTH = 64
 # XLA aborts on flags it does not know; the fusion-type flag is verified with jaxlib 0.10.
 YNN_MIN_JAXLIB = (0, 10)
 NO_REEXEC = "MATRIS_NO_REEXEC"  # set to any value to keep the process as started
+_KEEP_HEAP = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0",
+              "glibc.malloc.trim_threshold=68719476736")
+MALLOC_TUNABLES = {
+    "training": "glibc.malloc.hugetlb=1",
+    "inference": ":".join(("glibc.malloc.hugetlb=1", *_KEEP_HEAP)),
+}
 
 
-def with_hugepages(env: dict[str, str]) -> dict[str, str] | None:
-    """``env`` with the huge-page tunable added, or None when it is already set (to any
-    value: a user's explicit choice is kept) or the platform is not Linux with glibc."""
+def with_tunables(env: dict[str, str], workload: str = "inference") -> dict[str, str] | None:
+    """``env`` with the malloc tunables of ``workload`` ("inference" | "training") added to
+    GLIBC_TUNABLES, each unless the user's value already sets that tunable (an explicit choice
+    is kept); None when there is nothing to add or the platform is not Linux with glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
     tunables = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in tunables:
+    mine = {item.split("=")[0] for item in tunables.split(":") if item}
+    add = [t for t in MALLOC_TUNABLES[workload].split(":") if t.split("=")[0] not in mine]
+    if not add:
         return None
     out = dict(env)
-    out["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE
+    out["GLIBC_TUNABLES"] = ":".join(([tunables] if tunables else []) + add)
     return out
 
 
-def reexec_with_hugepages() -> None:
-    """Replace this process by the same command with the huge-page tunable set (no-op when
-    it is set, when MATRIS_NO_REEXEC is set, or off Linux/glibc).  Call it first thing in a
-    command's entry point, before any work."""
+def reexec_with_tunables(workload: str = "inference") -> None:
+    """Replace this process by the same command with the malloc tunables of ``workload`` set
+    (no-op when they are set, when MATRIS_NO_REEXEC is set, or off Linux/glibc).  Call it
+    first thing in a command's entry point, before any work."""
     if os.environ.get(NO_REEXEC):
         return
-    env = with_hugepages(dict(os.environ))
+    env = with_tunables(dict(os.environ), workload)
     if env is None:
         return
     env[NO_REEXEC] = "1"  # never loop, whatever happens to the variable in between
