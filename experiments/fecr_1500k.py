@@ -173,10 +173,10 @@ def temperature_outputs(out: Path, equil, prod) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if argv is None:  # run as a program: huge pages for XLA's buffers (matris.runtime)
-        from matris.runtime import reexec_with_hugepages
+    if argv is None:  # run as a program: malloc tunables for XLA's buffers (matris.runtime)
+        from matris.runtime import reexec_with_tunables
 
-        reexec_with_hugepages()
+        reexec_with_tunables("inference")
     import jax
 
     import matris
