@@ -11,6 +11,7 @@ from matris.runtime import (
     MALLOC_TUNABLES,
     NARROW_FUSIONS,
     YNN_FUSION_FLAG,
+    heap_kept,
     narrow_model_flags,
     with_tunables,
 )
@@ -24,6 +25,7 @@ def test_command_reexecs_once_with_the_malloc_tunables_of_its_workload():
         pytest.skip("not Linux with glibc")
     inference, training = MALLOC_TUNABLES["inference"], MALLOC_TUNABLES["training"]
     assert with_tunables({})["GLIBC_TUNABLES"] == inference
+    assert heap_kept({"GLIBC_TUNABLES": inference}) and not heap_kept({"GLIBC_TUNABLES": training})
     assert with_tunables({}, "training")["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
     assert with_tunables({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "training") is None
     assert with_tunables({"GLIBC_TUNABLES": inference}) is None

@@ -50,6 +50,13 @@ MALLOC_TUNABLES = {
 }
 
 
+def heap_kept(env: dict[str, str] | None = None) -> bool:
+    """Whether this process runs with glibc keeping freed scratch in the heap (one arena, no
+    mmap), i.e. repeated large calls cost no page faults (GLIBC_TUNABLES as started)."""
+    tunables = (os.environ if env is None else env).get("GLIBC_TUNABLES", "").split(":")
+    return all(t in tunables for t in _KEEP_HEAP[:2])
+
+
 def with_tunables(env: dict[str, str], workload: str = "inference") -> dict[str, str] | None:
     """``env`` with the malloc tunables of ``workload`` ("inference" | "training") added to
     GLIBC_TUNABLES, each unless the user's value already sets that tunable (an explicit choice
