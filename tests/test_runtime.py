@@ -103,3 +103,16 @@ def test_older_jaxlib_keeps_xla_defaults(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     assert tune_xla_for_model(get_config("tiny"))
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+
+
+def test_memory_freed_into_a_kept_heap_counts_as_available():
+    """With the heap kept, a freed 200 MB block stays in the process (MemAvailable drops) but
+    `available_memory` still counts it, through malloc's own free-byte count."""
+    if with_tunables({}) is None:
+        pytest.skip("not Linux with glibc")
+    code = ("import numpy as np; from matris.runtime import heap_free_bytes;"
+            "x = np.ones(25_000_000); del x; print(heap_free_bytes())")
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES["inference"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert int(out.split()[-1]) >= 200_000_000

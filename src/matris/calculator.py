@@ -24,7 +24,7 @@ from .config import MatRISConfig
 from .graph import Budgets, GraphBatch, StructureGraph, budgets_for, build_graph, pack
 from .graph.batch import graph_sizes
 from .potential import Model, check_task, make_predictor
-from .runtime import heap_kept
+from .runtime import heap_free_bytes, heap_kept
 
 DEFAULT_HEADROOM = 0.1  # grow budgets to 10 % above the sizes that overflowed them
 
@@ -82,17 +82,19 @@ SAVE_DOTS_MEMORY_FRACTION = 0.5
 
 def available_memory() -> int:
     """Bytes free for a new executable's scratch: the accelerator's free memory, or on CPU
-    Linux's MemAvailable (all physical memory where that is not readable)."""
+    Linux's MemAvailable (all physical memory where that is not readable) plus what malloc
+    holds free for reuse when the heap is kept (`matris.runtime.heap_kept`)."""
     device = jax.devices()[0]
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
         if "bytes_limit" in stats:
             return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    kept = heap_free_bytes() if heap_kept() else 0
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024 + kept
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -57,6 +57,24 @@ def heap_kept(env: dict[str, str] | None = None) -> bool:
     return all(t in tunables for t in _KEEP_HEAP[:2])
 
 
+def heap_free_bytes() -> int:
+    """Bytes that glibc holds free in its heap for reuse (mallinfo2 fordblks; 0 where that is
+    not available).  With the heap kept, a finished call's scratch sits there."""
+    try:
+        import ctypes
+
+        class _MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                "uordblks", "fordblks", "keepcost")]
+
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        return int(libc.mallinfo2().fordblks)
+    except (OSError, AttributeError):
+        return 0
+
+
 def with_tunables(env: dict[str, str], workload: str = "inference") -> dict[str, str] | None:
     """``env`` with the malloc tunables of ``workload`` ("inference" | "training") added to
     GLIBC_TUNABLES, each unless the user's value already sets that tunable (an explicit choice
