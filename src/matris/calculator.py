@@ -63,15 +63,14 @@ def enable_x64_for(dtype: str) -> None:
 
 # A force/stress call rematerialises each interaction block (the same numbers; the backward
 # pass recomputes one block's activations instead of keeping all of them, ~5x less memory) when
-# the plain executable's scratch would not fit half the available memory, or, in a process
-# whose malloc maps every call's scratch afresh (`matris.runtime.heap_kept` false), when it
-# passes PLAIN_SCRATCH_LIMIT: there the page faults make big plain calls slower than remat.
+# the plain executable's scratch would pass PLAIN_SCRATCH_LIMIT or half the available memory.
 # The scratch grows with padded angles x angle width x blocks; XLA's memory analysis gives
 # 207 (official shape) to 257 (default model) bytes per (angle, feature, block) in float32.
-# Measured on the 2-core VM, runs interleaved, official shape: 256 Fe atoms (7.4 GB plain)
-# 3.9 s plain vs 4.7 s remat with the heap kept, 6.7 vs 6.1 s with huge pages only; 128 atoms
-# (3.5 GB) plain faster either way.  Default model, 1,024 Fe-Cr atoms (3.0 GB): 1.47 vs 2.23 s
-# with huge pages only; 2,000 atoms (5.9 GB) 3.00 vs 3.47 s.
+# Measured on the 2-core VM, official shape: 128 Fe atoms (3.5 GB) plain faster; 256 atoms
+# (7.4 GB) 6.7 s plain vs 6.1 s remat with huge pages only, and with the heap kept 3.9 vs 4.7 s
+# in a fresh process but 15.9 s plain inside the benchmark worker that had run the smaller
+# sizes first (cause not found), hence the fixed limit.  Default model, 1,024 Fe-Cr atoms
+# (3.0 GB): 1.47 vs 2.23 s; 2,000 atoms (5.9 GB) 3.00 vs 3.47 s.
 PLAIN_BYTES_PER_ANGLE_FEATURE = 64  # per (angle, feature, block) and byte of the dtype
 PLAIN_SCRATCH_LIMIT = 6e9
 # Rematerialised calls keep the matrix-product outputs (``remat_save_dots``; official shape:
@@ -108,14 +107,11 @@ def plain_scratch_estimate(config: MatRISConfig, num_angles: int) -> float:
 
 def needs_remat(config: MatRISConfig, task: str, num_angles: int) -> bool:
     """Whether a call of ``task`` on a batch with ``num_angles`` padded angles should compile
-    with ``remat=True``: gradient tasks whose plain scratch estimate passes
-    SAVE_DOTS_MEMORY_FRACTION of the available memory (or PLAIN_SCRATCH_LIMIT unless the heap
-    is kept, see above), unless the config already does."""
+    with ``remat=True``: gradient tasks whose plain scratch estimate passes PLAIN_SCRATCH_LIMIT
+    or SAVE_DOTS_MEMORY_FRACTION of the available memory, unless the config already does."""
     if "f" not in task or config.remat:
         return False
-    limit = SAVE_DOTS_MEMORY_FRACTION * available_memory()
-    if not heap_kept():
-        limit = min(limit, PLAIN_SCRATCH_LIMIT)
+    limit = min(PLAIN_SCRATCH_LIMIT, SAVE_DOTS_MEMORY_FRACTION * available_memory())
     return plain_scratch_estimate(config, num_angles) > limit
 
 
