@@ -208,7 +208,7 @@ def main(argv=None) -> dict:
         "num_params": calc.model.num_params, "device": str(jax.devices()[0]),
         "equilibration_steps": equil.steps, "production_steps": prod.steps,
         "timestep_fs": args.timestep, "thermostat": args.thermostat,
-        "equilibration_wall_s_incl_compile": equil.wall_s,
+        "equilibration_wall_s_incl_compile": equil.setup_s + equil.wall_s,
         "wall_s_per_step": prod.s_per_step, "ns_per_day": prod.ns_per_day,
         "compilations": calc.compilations, "budgets": calc.budgets._asdict(),
         "compilations_during_production": compilations_in_production,

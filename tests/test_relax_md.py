@@ -223,3 +223,24 @@ def test_md_ensembles_and_outputs(calc, tmp_path):
         run_md(bulk("Cu"), calc, "nvt", "no-such-thermostat", steps=1)
     with pytest.raises(ValueError, match="fully periodic"):
         run_md(Atoms("H2", positions=[[0, 0, 0], [0.8, 0, 0]]), calc, "npt", steps=1)
+
+
+def test_md_times_steps_after_the_first_force_call_without_extra_calls():
+    """run_md makes the first force call (compilation) before the clock starts and reports it
+    as setup_s; ASE reuses its results, so N steps cost N + 1 calculations in all."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    from matris.md import run_md
+
+    calls = []
+
+    class Counting(EMT):
+        def calculate(self, *args, **kwargs):
+            calls.append(1)
+            super().calculate(*args, **kwargs)
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    summary = run_md(atoms, Counting(), "nve", temperature=300, steps=5, loginterval=5)
+    assert len(calls) == 6 and summary.steps == 5
+    assert summary.setup_s > 0 and summary.wall_s > 0 and "setup_s" in summary.as_dict()

@@ -137,7 +137,8 @@ def run_md_command(args) -> None:
                      args.steps, args.pressure, args.taut, args.taup, args.friction,
                      args.trajectory, args.log, args.loginterval, args.seed)
     print(f"{summary.steps} steps, {summary.n_atoms} atoms: "
-          f"{summary.s_per_step * 1e3:.1f} ms/step, {summary.ns_per_day:.4f} ns/day, "
+          f"{summary.s_per_step * 1e3:.1f} ms/step, {summary.ns_per_day:.4f} ns/day "
+          f"(after a first call of {summary.setup_s:.1f} s), "
           f"final T {summary.temperature[-1]:.0f} K")
     if args.summary:
         with open(args.summary, "w") as fh:
