@@ -67,7 +67,7 @@ def official_checkpoints(curves, workdir: Path, structures: str) -> dict:
                "--config", json.dumps(plans.OFFICIAL_CONFIGS[name]), "--seed", "0",
                "--structures", systems.structure_path(structures, "fecr", 16),
                "--out", str(workdir / f"driver-{name}.json"), "--save-ckpt", str(ckpt)]
-        subprocess.run(cmd, check=True, capture_output=True, env=runner.clean_env())
+        subprocess.run(cmd, check=True, capture_output=True, env=runner.env_for("torch"))
         out[name] = str(ckpt)
     return out
 
@@ -102,7 +102,8 @@ def make_spec(curve, system, threads, sizes, args, ckpts, paths) -> dict:
                     auto_remat=curve.variant == "",
                     probe=curve.probe and not args.no_probe, pin=threads > 0)
     elif curve.kind == "torch":
-        spec.update(ckpt=ckpts.get(curve.model, ""), threads=list(curve.threads))
+        spec.update(ckpt=ckpts.get(curve.model, ""), threads=list(curve.threads),
+                    device="cuda" if args.gpu else "cpu")
     else:
         spec.update(threads=list(curve.threads), teacher=curve.model)
     return spec
@@ -187,7 +188,7 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     t0 = time.monotonic()
     device = detect_device()
-    gpu = device["platform"] != "cpu"
+    gpu = args.gpu = device["platform"] != "cpu"
     args.mem_cap = 0 if gpu else int(args.mem_cap_gb * GIB) if args.mem_cap_gb else default_mem_cap()
     curves = choose_plan(args, device)
     budget_min = args.budget_min or (4.5 if args.quick else 8 if gpu else 60)
@@ -200,14 +201,14 @@ def main(argv=None) -> Path:
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
     systems.write_structures(paths["structures"], sorted({s for c in curves for s in c.systems}),
                              sizes)
-    ckpts = {} if gpu else official_checkpoints(curves, work, paths["structures"])
+    ckpts = official_checkpoints(curves, work, paths["structures"])
     meta = scaling_report.machine_meta(device, args, ckpts, procstats.load())
     meta["peak_matmul_gflops"] = peak_flops(paths, [0] if gpu else [2, 1])
     print(f"bench-scaling: {len(curves)} curves, budget {budget_min:.0f} min, memory cap "
           f"{args.mem_cap / GIB:.1f} GiB, device {device['device']}, work dir {work}", flush=True)
     records = []
     for curve in curves:
-        if gpu and curve.kind != "jax":
+        if gpu and curve.kind == "teacher":
             continue
         records += run_curve(curve, args, ckpts, paths, remaining)
     meta.update(wall_min=(time.monotonic() - t0) / 60, load_end=procstats.load())

@@ -144,8 +144,11 @@ def run_one(preset: str, devices: int, args) -> dict:
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
     print(f"== {preset}, {devices} device(s)", flush=True)
     load = procstats.load()
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"preset": preset, "devices": devices, "status": f"timed out ({args.timeout:.0f} s)"}
     if proc.returncode:
         return {"preset": preset, "devices": devices, "status": "failed",
                 "log_tail": proc.stderr[-1500:]}
@@ -157,7 +160,9 @@ def run_one(preset: str, devices: int, args) -> dict:
 
 
 def markdown(rows, meta) -> str:
-    text = (f"# Training throughput, {meta['host']}, {meta['date']}\n\n{meta['cpu']}, "
+    devices = sorted({f"{r['platform']}: {r['device']}" for r in rows if r.get("status") == "ok"})
+    text = (f"# Training throughput, {meta['host']}, {meta['date']}\n\n"
+            f"Devices: {', '.join(devices) or '-'}; CPU {meta['cpu']}, "
             f"{meta['logical_cpus']} logical CPUs; config {meta['config']} (batch_size = average "
             "structures per device per step); steady-state steps after compile.\n\n"
             "| preset | devices | status | step (s, median) | structures/step | atoms/step | "

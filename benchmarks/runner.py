@@ -23,7 +23,11 @@ MB = 1024**2
 
 
 def python_for(kind: str) -> str | None:
-    """Interpreter of the environment a worker kind runs in (None if it is missing)."""
+    """Interpreter of the environment a worker kind runs in (None if it is missing).
+    MATRIS_REF_PYTHON names another interpreter for the official model (a GPU machine's own
+    torch, with MATRIS_REF_PYTHONPATH holding the official package and its dependencies)."""
+    if kind == "torch" and os.environ.get("MATRIS_REF_PYTHON"):
+        return os.environ["MATRIS_REF_PYTHON"]
     path = {"jax": sys.executable, "torch": str(ROOT / ".venv-ref" / "bin" / "python"),
             "teacher": str(ROOT / ".venv-teacher" / "bin" / "python")}[kind]
     return path if os.path.exists(path) else None
@@ -45,6 +49,15 @@ def clean_env(extra: dict | None = None) -> dict:
                 "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"):
         env.pop(key, None)
     env.update({k: str(v) for k, v in (extra or {}).items()})
+    return env
+
+
+def env_for(kind: str, extra: dict | None = None) -> dict:
+    """``clean_env(extra)``; for the official model with MATRIS_REF_PYTHONPATH set, that path
+    alone as PYTHONPATH (its package also imports as `matris`: this project's must not show)."""
+    env = clean_env(extra)
+    if kind == "torch" and os.environ.get("MATRIS_REF_PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["MATRIS_REF_PYTHONPATH"]
     return env
 
 
@@ -92,7 +105,7 @@ def run_curve(kind: str, spec: dict, workdir: Path, env: dict | None = None,
           f"sizes={spec['sizes'][0]}..{spec['sizes'][-1]}", flush=True)
     t0 = time.monotonic()
     popen = subprocess.Popen([python, worker_script(kind), str(spec_path)], cwd=ROOT,
-                             env=clean_env(env), stdout=log, stderr=subprocess.STDOUT)
+                             env=env_for(kind, env), stdout=log, stderr=subprocess.STDOUT)
     killed, sampled_peak = watch(popen, spec.get("mem_cap", 0), timeout_s)
     log.close()
     records = read_records(spec["out"])

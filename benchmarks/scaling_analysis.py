@@ -53,7 +53,8 @@ def _torch_point(rec: dict) -> dict:
              "threads": rec.get("best_threads"),
              "by_threads": {t: r["efs"]["median_s"] for t, r in rec.get("by_threads", {}).items()
                             if r.get("efs", {}).get("status") == OK},
-             "peak_mb": rec.get("peak_mb"), "delta_mb": _delta(rec), "load": rec.get("load")}
+             "peak_mb": rec.get("peak_mb"), "delta_mb": _delta(rec), "load": rec.get("load"),
+             "device_peak_mb": rec.get("device_peak_mb")}
     if _median(rec, "e") is not None:
         point["e_s"] = rec["e"]["median_s"]
     return point
@@ -130,11 +131,13 @@ def ratios(pts: dict, jax_label: str, torch_label: str, system: str) -> list[dic
     rows = []
     for n in sorted(set(jax) & set(ref)):
         j, t = jax[n], ref[n]
+        key = "device_peak_mb" if j.get("device_peak_mb") and t.get("device_peak_mb") \
+            else "peak_mb"  # on a GPU: device memory, not host RSS
         rows.append({"atoms": n, "jax_s": j["efs_s"], "official_s": t["efs_s"],
                      "speedup": t["efs_s"] / j["efs_s"],
                      "jax_threads": j.get("threads"), "official_threads": t.get("threads"),
-                     "jax_peak_mb": j.get("peak_mb"), "official_peak_mb": t.get("peak_mb"),
-                     "mem_ratio": _div(t.get("peak_mb"), j.get("peak_mb")),
+                     "jax_peak_mb": j.get(key), "official_peak_mb": t.get(key),
+                     "mem_ratio": _div(t.get(key), j.get(key)),
                      "delta_ratio": _div(t.get("delta_mb"), j.get("delta_mb")),
                      "energy_speedup": _div(t.get("e_s"), j.get("e_s"))})
     return rows

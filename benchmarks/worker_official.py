@@ -4,7 +4,9 @@
 
 SPEC: label, ckpt (official .pth.tar, as written by tests/reference/official_driver.py
 --save-ckpt), system, sizes, structures, threads (list, e.g. [2, 1]), tasks (["efs", "e"]),
-max_repeats, target_s, budget_s, max_call_s, compare_s, mem_cap, out.
+max_repeats, target_s, budget_s, max_call_s, compare_s, mem_cap, out; device ("cpu", or
+"cuda" for the official model on a GPU: model and graph moved there, every timed call ends with
+torch.cuda.synchronize(), and the peak device memory is recorded as device_peak_mb).
 
 Per size: the official graph converter (pymatgen, timed as the host graph build), then for each
 thread count torch.set_num_threads(t), one warm-up call and the median of timed calls of
@@ -36,10 +38,12 @@ def time_task(model, graph, task, spec) -> dict:
     def call():
         if task == "e":
             with torch.no_grad():
-                model([graph], task="e")
+                out = model([graph], task="e")
         else:
             out = model([graph], task=task)
-            float(out["e"].detach().sum())
+        float(out["e"].detach().sum())  # waits for the device too
+        if spec.get("device", "cpu") == "cuda":
+            torch.cuda.synchronize()
 
     t0 = time.perf_counter()
     call()
@@ -51,7 +55,8 @@ def time_task(model, graph, task, spec) -> dict:
 def measure_threads(model, graph, threads, spec) -> dict:
     import torch
 
-    torch.set_num_threads(threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     out = {}
     for task in spec.get("tasks", ["efs", "e"]):
         out[task] = time_task(model, graph, task, spec)
@@ -65,6 +70,10 @@ def measure_size(model, spec, n, threads_list) -> dict:
     atoms = systems.read_structure(spec["structures"], spec["system"], n)
     t0 = time.perf_counter()
     graph = make_graph(model, atoms, torch.float32)
+    cuda = spec.get("device", "cpu") == "cuda"
+    if cuda:
+        graph = graph.to("cuda")
+        torch.cuda.reset_peak_memory_stats()
     rec = {"atoms": n, **graph_counts(graph), "graph_s": time.perf_counter() - t0}
     rec["edges"], rec["bonds"], rec["angles"] = rec.pop("n_edges"), rec.pop("n_bonds"), \
         rec.pop("n_angles")
@@ -81,6 +90,8 @@ def measure_size(model, spec, n, threads_list) -> dict:
         rec["status"] = f"out of memory: {str(exc).splitlines()[0][:160]}"
     rec.update(by_threads=by_threads, rss_before_mb=before / MB,
                peak_mb=procstats.peak_rss() / MB)
+    if cuda:
+        rec["device_peak_mb"] = torch.cuda.max_memory_allocated() / MB
     best = best_threads(by_threads)
     if best is not None:
         rec["best_threads"] = best
@@ -104,7 +115,11 @@ def run(spec: dict) -> None:
         torch.set_num_interop_threads(1)
     model = load_checkpoint(spec["ckpt"])
     model.eval()
+    device = spec.get("device", "cpu")
+    if device == "cuda":
+        model = model.to("cuda")
     head = {"label": spec["label"], "system": spec["system"], "torch": torch.__version__,
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "malloc_mmap_max": os.environ.get("MALLOC_MMAP_MAX_"),
             "params": sum(p.numel() for p in model.parameters())}
     threads_list = list(spec.get("threads", [2, 1]))

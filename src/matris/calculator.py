@@ -72,7 +72,7 @@ def enable_x64_for(dtype: str) -> None:
 # sizes first (cause not found), hence the fixed limit.  Default model, 1,024 Fe-Cr atoms
 # (3.0 GB): 1.47 vs 2.23 s; 2,000 atoms (5.9 GB) 3.00 vs 3.47 s.
 PLAIN_BYTES_PER_ANGLE_FEATURE = 64  # per (angle, feature, block) and byte of the dtype
-PLAIN_SCRATCH_LIMIT = 6e9
+PLAIN_SCRATCH_LIMIT = 6e9  # CPU only; on an accelerator the memory fraction alone decides
 # Rematerialised calls keep the matrix-product outputs (``remat_save_dots``; official shape:
 # 4.65 vs 5.00 s at 256 Fe atoms, 11.0 vs 11.9 s at 512) when XLA's memory analysis puts that
 # executable's scratch under this fraction of the memory available; else they recompute all.
@@ -107,11 +107,14 @@ def plain_scratch_estimate(config: MatRISConfig, num_angles: int) -> float:
 
 def needs_remat(config: MatRISConfig, task: str, num_angles: int) -> bool:
     """Whether a call of ``task`` on a batch with ``num_angles`` padded angles should compile
-    with ``remat=True``: gradient tasks whose plain scratch estimate passes PLAIN_SCRATCH_LIMIT
-    or SAVE_DOTS_MEMORY_FRACTION of the available memory, unless the config already does."""
+    with ``remat=True``: gradient tasks whose plain scratch estimate passes
+    SAVE_DOTS_MEMORY_FRACTION of the available memory or, on CPU (where very large per-call
+    buffers are slow to fault in), PLAIN_SCRATCH_LIMIT; unless the config already does."""
     if "f" not in task or config.remat:
         return False
-    limit = min(PLAIN_SCRATCH_LIMIT, SAVE_DOTS_MEMORY_FRACTION * available_memory())
+    limit = SAVE_DOTS_MEMORY_FRACTION * available_memory()
+    if jax.devices()[0].platform == "cpu":
+        limit = min(PLAIN_SCRATCH_LIMIT, limit)
     return plain_scratch_estimate(config, num_angles) > limit
 
 
