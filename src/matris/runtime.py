@@ -9,13 +9,17 @@ measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2
 
 - ``glibc.malloc.hugetlb=1`` backs large blocks with 2 MiB pages (fewer, cheaper faults):
   official shape 2.7 s -> 2.2 s, a training step of the default model 0.91 s -> 0.76 s.
-- For inference (predict, relax, MD) additionally one arena, no mmap and no trimming
+  `matris train` uses this (for training steps one arena, below, is slower: 0.53-0.57 ->
+  0.62-0.65 s, the worker threads then share one malloc lock).
+- For inference (predict, relax, MD) one arena, no mmap and no trimming
   (``arena_max=1:mmap_max=0:trim_threshold=64 GiB``): the scratch then stays in the heap
   between calls and is reused without any page fault.  Default model, 1,024 Fe-Cr atoms,
-  forces: 1.9 s per call (0.72 M faults) -> 1.2 s (none); official shape at 128 atoms
-  2.27 -> 1.95-2.13 s.  The process keeps its peak memory.  For training steps one arena is
-  slower (0.53-0.57 -> 0.62-0.65 s: the worker threads then share one malloc lock), so
-  `matris train` uses huge pages only.
+  forces: 1.9 s per call (0.72 M faults) -> 1.2-1.5 s (none); official shape at 128 atoms
+  2.27 -> 1.95-2.2 s.  The process keeps its peak memory.  Without huge pages here: with
+  them the heap's first growth cost 7.5-15 s instead of 5.1-5.6 s (kernel time compacting
+  memory for 2 MiB pages; official shape at 128 atoms 27.7 vs 9.1 s), and in 3 of 6 runs a
+  later call grew the heap a second time (RSS 3.6 -> 6.9 GB, one 6.5 s call), never seen in
+  6 runs without; steady calls the same to within the VM's noise (1.29-1.36 vs 1.31-1.52 s).
 
 The ``matris`` command re-executes itself once with the tunables of its workload; library
 users can export them before starting Python (``MALLOC_TUNABLES["inference"]``).
@@ -46,7 +50,7 @@ _KEEP_HEAP = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0",
               "glibc.malloc.trim_threshold=68719476736")
 MALLOC_TUNABLES = {
     "training": "glibc.malloc.hugetlb=1",
-    "inference": ":".join(("glibc.malloc.hugetlb=1", *_KEEP_HEAP)),
+    "inference": ":".join(_KEEP_HEAP),
 }
 
 
