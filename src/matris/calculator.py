@@ -20,6 +20,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from . import compile_cache
 from .config import MatRISConfig
 from .graph import Budgets, GraphBatch, StructureGraph, budgets_for, build_graph, pack
 from .graph.batch import graph_sizes
@@ -130,6 +131,7 @@ class CompiledPredictor:
     """
 
     def __init__(self, config: MatRISConfig, task: str):
+        compile_cache.enable()  # a shape compiled once on this machine loads from disk later
         self.config, self.task = config, check_task(task)
         self.dtype = np.dtype(config.dtype)
         self._configs = {"_jitted": config, "_jitted_remat": config.replace(remat=True),

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> dict:
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     cfg = load_config(args.config, overrides)
+    from ..compile_cache import enable as enable_compile_cache
     from ..runtime import tune_xla_for_model
 
-    tune_xla_for_model(model_config(cfg.model))
+    tune_xla_for_model(model_config(cfg.model))  # XLA_FLAGS first: they key the cache entries
+    enable_compile_cache()
     return train(cfg, resume=not args.no_resume)
