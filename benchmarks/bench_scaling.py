@@ -127,10 +127,16 @@ def run_jax(curve, system, sizes, args, ckpts, paths, remaining) -> list[dict]:
     return records
 
 
+def curve_sizes(curve, max_atoms: int) -> list[int]:
+    """min_atoms, min_atoms * step, ... up to the curve's and the run's largest size."""
+    sizes = systems.doubling(curve.min_atoms, min(curve.max_atoms, max_atoms))
+    return sizes[::max(1, curve.step.bit_length() - 1)]  # step 8: every third doubling
+
+
 def run_curve(curve, args, ckpts, paths, remaining) -> list[dict]:
     records = []
     for system in curve.systems:
-        sizes = systems.doubling(curve.min_atoms, min(curve.max_atoms, args.max_atoms))
+        sizes = curve_sizes(curve, args.max_atoms)
         if remaining() < 30:
             records.append({"label": curve.label, "system": system, "kind": curve.kind,
                             "status": "skipped: global time budget"})

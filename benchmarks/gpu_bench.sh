@@ -22,10 +22,13 @@
 #
 # Then on the device (run tool): command "bash benchmarks/gpu_bench.sh", carry [".whl"],
 # timeout_s 600.  Results (the smoke check's JSON; the scaling JSON, Markdown and two PNGs;
-# the training JSON and Markdown; the log: 8 files) land in $OUT (default benchmarks/results).
-# The whole script stays under 10 minutes: the GPU/CPU smoke check 100 s at most, the scaling
-# benchmark a 4-minute budget (--budget-min) and a hard timeout of 5.5 minutes, the training
-# benchmark (default and 10m, one step compiled then timed steps) 2.5 minutes.
+# the log; with TRAIN_TIMEOUT the training JSON and Markdown: at most 8 files) land in $OUT
+# (default benchmarks/results).  The whole script stays under 10 minutes: the GPU/CPU smoke
+# check 100 s at most, the scaling benchmark a 6.3-minute budget (--budget-min) and a hard
+# timeout of 7 minutes.  First lease (2026-11-26, H100): smoke check passed; one XLA
+# compilation of the official shape took 142 s, so only one JAX size fitted.  Worth trying
+# next time, measured at 128 atoms before the full plan: XLA_FLAGS=--xla_gpu_autotune_level=0
+# (compile time vs call time).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -57,21 +60,28 @@ EOF
     torch.__version__, torch.cuda.is_available())" 2>&1 | tee -a "$LOG"
 
 # Correctness first: the same calls on the GPU and on the host CPU (gpu_smoke.py).
-timeout "${SMOKE_TIMEOUT:-100}" python3 benchmarks/gpu_smoke.py "$OUT/gpu_smoke.json" 2>&1 | tee -a "$LOG"
-echo "gpu_smoke exit status ${PIPESTATUS[0]}" | tee -a "$LOG"
+if [ "${SMOKE_TIMEOUT:-100}" -gt 0 ]; then
+    timeout "${SMOKE_TIMEOUT:-100}" python3 benchmarks/gpu_smoke.py "$OUT/gpu_smoke.json" 2>&1 | tee -a "$LOG"
+    echo "gpu_smoke exit status ${PIPESTATUS[0]}" | tee -a "$LOG"
+fi
 
 # The GPU plan (chosen automatically when JAX sees a GPU, benchmarks/plan.py): JAX vs the
 # official model (default shape and 10m), small (+ dense baseline), 10m remat+scan, each up to
 # the first size that runs out of device memory or its time budget.
-timeout "${BENCH_TIMEOUT:-330}" python3 benchmarks/bench_scaling.py --gpu-plan --budget-min "${BUDGET_MIN:-4}" \
-    --out "$OUT" 2>&1 | tee -a "$LOG"
-status=${PIPESTATUS[0]}
-echo "bench_scaling exit status $status" | tee -a "$LOG"
+status=0
+if [ "${BENCH_TIMEOUT:-420}" -gt 0 ]; then
+    timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench_scaling.py --gpu-plan \
+        --budget-min "${BUDGET_MIN:-6.3}" --out "$OUT" 2>&1 | tee -a "$LOG"
+    status=${PIPESTATUS[0]}
+    echo "bench_scaling exit status $status" | tee -a "$LOG"
+fi
 
-# Training throughput on the one GPU (default config and 10m, bench_train.py).
-if [ "${TRAIN_TIMEOUT:-150}" -gt 0 ]; then
-    timeout "${TRAIN_TIMEOUT:-150}" python3 benchmarks/bench_train.py --devices 1 --steps 10 \
-        --seconds 10 --timeout 70 --out "$OUT" 2>&1 | tee -a "$LOG"
+# Training throughput on the one GPU (bench_train.py), off by default: its compilations do
+# not fit beside the rest in one 10-minute call (both presets timed out at 70 s each on the
+# H100).  A second call: SMOKE_TIMEOUT=0 BENCH_TIMEOUT=0 TRAIN_TIMEOUT=500.
+if [ "${TRAIN_TIMEOUT:-0}" -gt 0 ]; then
+    timeout "${TRAIN_TIMEOUT}" python3 benchmarks/bench_train.py --devices 1 --steps 10 \
+        --seconds 10 --timeout $(( TRAIN_TIMEOUT / 2 - 10 )) --out "$OUT" 2>&1 | tee -a "$LOG"
     echo "bench_train exit status ${PIPESTATUS[0]}" | tee -a "$LOG"
 fi
 exit "$status"

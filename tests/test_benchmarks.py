@@ -44,6 +44,26 @@ def test_slope_uses_the_larger_half():
     assert sa.slope([16], [1.0]) is None
 
 
+def test_curve_sizes_and_gpu_ratios_use_device_memory():
+    """A curve's step picks every k-th doubling; on a GPU (both sides report device memory)
+    the memory ratio compares device peaks, and the official default-malloc curve stands in
+    when there is no fast-malloc one."""
+    import bench_scaling
+    import plan
+    import scaling_report
+
+    gpu = {c.label: c for c in plan.gpu_plan()}
+    assert bench_scaling.curve_sizes(gpu["jax:official"], 1 << 14) == [128, 1024, 8192]
+    assert bench_scaling.curve_sizes(plan.Curve("jax", "tiny"), 128) == [16, 32, 64, 128]
+    pt = lambda s, dev, host: {"atoms": 128, "efs_s": s, "device_peak_mb": dev, "peak_mb": host}
+    pts = {("jax:official", "fecr"): [pt(0.02, 1800.0, 3800.0)],
+           ("torch:official", "fecr"): [pt(0.09, 4700.0, 1400.0)]}
+    (row,) = sa.ratios(pts, "jax:official", "torch:official", "fecr")
+    assert row["speedup"] == pytest.approx(4.5) and row["mem_ratio"] == pytest.approx(4700 / 1800)
+    text, data = scaling_report.ratio_tables(pts)
+    assert "| 128 |" in text and list(data) == ["jax:official vs torch:official (fecr)"]
+
+
 def test_limits_and_points_from_records():
     rec = lambda n, status, **kw: {"label": "jax:x", "system": "fecr", "kind": "jax",
                                    "atoms": n, "status": status, **kw}
