@@ -44,17 +44,19 @@ def test_command_reexecs_once_with_the_malloc_tunables_of_its_workload():
 
 
 def test_inference_tunables_keep_the_scratch_between_calls():
-    """With the inference tunables a repeated force call page-faults almost nothing once the
-    heap has settled (a few calls: XLA's scratch is then reused from the heap); with glibc's
-    defaults every call faults it in again."""
+    """With the inference tunables a repeated force call page-faults nothing in most calls
+    (XLA's scratch is reused from the heap; without huge pages the small allocations in
+    between make some calls fault part of it in again: the median call faults nothing, and
+    RSS stays flat); with glibc's defaults every call faults the whole scratch in again."""
     if with_tunables({}) is None:
         pytest.skip("not Linux with glibc")
     code = ("import resource, numpy as np, jax, jax.numpy as jnp;"
             "f = jax.jit(jax.grad(lambda x: jnp.sum(jnp.tanh(x @ x.T) ** 2)));"
-            "x = jnp.ones((3000, 64)) / 64; [f(x).block_until_ready() for _ in range(5)];"
-            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt;"
-            "[f(x).block_until_ready() for _ in range(3)];"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)")
+            "x = jnp.ones((3000, 64)) / 64; [f(x).block_until_ready() for _ in range(10)];"
+            "flt = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt; out = [];"
+            "[(out.append(-flt()), f(x).block_until_ready(), out.append(out.pop() + flt()))"
+            " for _ in range(9)];"
+            "print(int(np.median(out)))")
     faults = {}
     for name, tunables in (("default", ""), ("inference", MALLOC_TUNABLES["inference"])):
         env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
@@ -63,8 +65,8 @@ def test_inference_tunables_keep_the_scratch_between_calls():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, check=True).stdout
         faults[name] = int(out.split()[-1])
-    # 3 calls x a 36 MB scratch = ~26,000 faults of 4 KiB pages with glibc's defaults
-    assert faults["default"] > 5000 and faults["inference"] < 0.1 * faults["default"], faults
+    # a 36 MB scratch = ~9,000 faults of 4 KiB pages per call with glibc's defaults
+    assert faults["default"] > 3000 and faults["inference"] < 0.1 * faults["default"], faults
 
 
 def test_narrow_models_get_ynn_elementwise_fusions_unless_flags_choose():
