@@ -9,7 +9,12 @@ Where: ``$MATRIS_XLA_CACHE`` if set (``off`` / ``0`` / ``false`` / ``none`` disa
 ``$XDG_CACHE_HOME/matris/xla`` (default ``~/.cache/matris/xla``).  A cache directory the user
 configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept as it is.  JAX
 keys the entries by the program, the compile options, XLA_FLAGS, the jax/jaxlib versions and
-the device, so a stale entry is never used; delete the folder to reclaim the space.
+the device, so a stale entry is never used; delete the folder to reclaim the space.  JAX
+writes entries in place (not atomically): an entry cut short by a killed process is reported
+with a warning ("Error reading persistent compilation cache entry") and that shape is simply
+compiled again; deleting the folder clears it.  No size limit is set (JAX's limit needs the
+`filelock` package): entries are compressed, typically well under a few MB, one per padded
+shape and task.
 """
 
 from __future__ import annotations
