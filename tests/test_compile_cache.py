@@ -38,7 +38,8 @@ def run(env_update: dict) -> dict:
 
 def test_second_process_loads_the_compiled_shape_from_disk(tmp_path):
     """First process: compiles and writes entries; second: reads them back (cache hits) and
-    gives the same energy and forces.  MATRIS_XLA_CACHE=off leaves JAX's cache off."""
+    gives the same energy and forces; entries cut short are compiled again, with the same
+    results.  MATRIS_XLA_CACHE=off leaves JAX's cache off."""
     cache = tmp_path / "xla"
     first = run({"MATRIS_XLA_CACHE": str(cache)})
     assert first["dir"] == str(cache) and first["hits"] == 0
@@ -46,6 +47,11 @@ def test_second_process_loads_the_compiled_shape_from_disk(tmp_path):
     second = run({"MATRIS_XLA_CACHE": str(cache)})
     assert second["hits"] >= 1
     assert second["e"] == first["e"] and second["f"] == first["f"]
+    for entry in cache.iterdir():  # entries cut short (a process killed while writing)
+        if entry.is_file():
+            entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 3])
+    cut = run({"MATRIS_XLA_CACHE": str(cache)})
+    assert cut["e"] == first["e"] and cut["f"] == first["f"]  # compiled again, same results
     off = run({"MATRIS_XLA_CACHE": "off", "XDG_CACHE_HOME": str(tmp_path / "home")})
     assert off["dir"] is None and not (tmp_path / "home").exists()
 
