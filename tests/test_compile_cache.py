@@ -21,7 +21,7 @@ jax.monitoring.register_event_listener(
 import matris
 atoms = bulk("Fe", "bcc", a=2.86, cubic=True) * (2, 1, 1)
 atoms.rattle(0.05, seed=1)
-atoms.calc = matris.MatRISCalculator(task="efs")
+atoms.calc = matris.MatRISCalculator(task="efs")  # (energy alone compiles in < 1 s: not cached)
 f = atoms.get_forces()
 print(json.dumps({"dir": jax.config.jax_compilation_cache_dir, "hits": len(hits),
                   "e": float(atoms.get_potential_energy()), "f": f.tolist()}))
@@ -52,8 +52,15 @@ def test_second_process_loads_the_compiled_shape_from_disk(tmp_path):
             entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 3])
     cut = run({"MATRIS_XLA_CACHE": str(cache)})
     assert cut["e"] == first["e"] and cut["f"] == first["f"]  # compiled again, same results
-    off = run({"MATRIS_XLA_CACHE": "off", "XDG_CACHE_HOME": str(tmp_path / "home")})
-    assert off["dir"] is None and not (tmp_path / "home").exists()
+    code = ("import jax, matris; from matris.calculator import compiled_predictor; "
+            "compiled_predictor(matris.load().config, 'efs'); "
+            "print(jax.config.jax_compilation_cache_dir)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(MATRIS_XLA_CACHE="off", XDG_CACHE_HOME=str(tmp_path / "home"),
+               PYTHONPATH=str(ROOT / "src"))
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert off == ["None"] and not (tmp_path / "home").exists()
 
 
 def test_settings_and_an_unwritable_folder(tmp_path):
