@@ -7,7 +7,7 @@ every size.  A curve is one model (JAX preset or variant, the official PyTorch m
 system, doubling from 16 atoms; each worker stops by itself at the first size that does not fit
 in memory or would overrun the curve's time budget.  Budgets are seconds per (curve, system,
 thread count).  The full plan is sized for about 60 minutes on the 2-core development VM; the
-quick plan for under 5 minutes; the GPU plan for about 3 minutes on one H100/H200.
+quick plan for under 5 minutes; the GPU plan for about 6 minutes on one H100/H200.
 """
 
 from __future__ import annotations

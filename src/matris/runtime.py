@@ -13,8 +13,8 @@ measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2
   0.62-0.65 s, the worker threads then share one malloc lock).
 - For inference (predict, relax, MD) one arena, no mmap and no trimming
   (``arena_max=1:mmap_max=0:trim_threshold=64 GiB``): the scratch then stays in the heap
-  between calls and is reused without any page fault.  Default model, 1,024 Fe-Cr atoms,
-  forces: 1.9 s per call (0.72 M faults) -> 1.2-1.5 s (none); official shape at 128 atoms
+  between calls and is reused, in most calls without a page fault.  Default model, 1,024
+  Fe-Cr atoms, forces: 1.9 s per call (0.72 M faults) -> 1.2-1.5 s (none); official shape at 128 atoms
   2.27 -> 1.95-2.2 s.  The process keeps its peak memory.  Without huge pages here: with
   them the heap's first growth cost 7.5-15 s instead of 5.1-5.6 s (1,024 atoms; kernel time
   compacting memory for 2 MiB pages; official shape at 128 atoms 12-28 s vs 8-11 s), and in
@@ -57,7 +57,7 @@ MALLOC_TUNABLES = {
 
 def heap_kept(env: dict[str, str] | None = None) -> bool:
     """Whether this process runs with glibc keeping freed scratch in the heap (one arena, no
-    mmap), i.e. repeated large calls cost no page faults (GLIBC_TUNABLES as started)."""
+    mmap), i.e. repeated large calls mostly cost no page faults (GLIBC_TUNABLES as started)."""
     tunables = (os.environ if env is None else env).get("GLIBC_TUNABLES", "").split(":")
     return all(t in tunables for t in _KEEP_HEAP[:2])
 
