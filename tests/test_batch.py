@@ -164,12 +164,13 @@ def test_packer_lookahead_fills_batches():
 
 
 def test_bucket():
-    for n in range(1, 3000):
+    for n in range(1, 5000):
         b = bucket(n)
-        assert n <= b <= max(7, 1.25 * n)
-        k = max(b.bit_length() - 3, 0)
-        assert b % (1 << k) == 0 and (n <= 7 or 4 <= b >> k <= 7)
-    assert [bucket(n) for n in (8, 9, 11, 17, 33, 100)] == [8, 10, 12, 20, 40, 112]
+        assert n <= b <= max(31, 1.0625 * n)
+        k = max(b.bit_length() - 5, 0)
+        assert b % (1 << k) == 0 and (n <= 31 or 16 <= b >> k <= 31)
+        assert bucket(b) == b  # a bucket is its own bucket: budgets are stable
+    assert [bucket(n) for n in (31, 32, 33, 100, 8193)] == [31, 32, 34, 100, 8704]
 
 
 def test_budgets_for_and_minimum(graphs):
