@@ -32,6 +32,10 @@ class MatRISConfig:
     remat_save_dots: with remat, keep the matrix-product outputs and recompute only the
     elementwise work (about 2.3x the memory of full remat, half of none; official shape on
     the 2-core VM, runs interleaved: 256 Fe atoms 4.65 vs 5.00 s, 512 atoms 11.0 vs 11.9 s).
+    chunk_rows: > 0 runs every attention and refinement sub-layer over chunks of that many
+    rows (angles, directed edges) with a rematerialised loop body (`matris.nn.chunked`): a
+    force call's per-row scratch shrinks from dozens of whole [rows, width] arrays per block
+    to a few chunk-sized ones (same results and parameters).
     scan_blocks: run the blocks with a rolled ``lax.scan``
     (compile time independent of depth, up to ~1.3x slower on CPU) instead of unrolled.
     Neither changes results or parameters.  element_features: add a learned projection of
@@ -62,6 +66,7 @@ class MatRISConfig:
     remat: bool = False
     remat_save_dots: bool = False
     scan_blocks: bool = False
+    chunk_rows: int = 0
     element_features: bool = False
     dtype: str = "float32"
 

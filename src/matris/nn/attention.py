@@ -5,7 +5,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from .layers import GatedMLP, Linear, residual
+from .chunked import chunked_attention
+from .layers import GatedMLP, Linear, norm_eps, residual
 from .ops import pair_mean, segment_softmax_sum
 
 
@@ -18,16 +19,22 @@ class SeparableAttention(nn.Module):
       y_index: [R] row -> y index (the atom graph's d2u) or None when y is per row;
       weights: [R] smooth-cutoff weights in [0, 1] or None (faithful model).
     Returns (x_new [Nx, Dx], y_new [Ny, Dy]).  When y is per bond, the per-row values are
-    folded back with the mean of the two directions.
+    folded back with the mean of the two directions.  chunk > 0: the per-row work in
+    chunks of that many rows with a rematerialised loop body (`matris.nn.chunked`).
     """
 
     hidden: int
     norm: str = "layer"
     eps: float | None = None
     dtype: jnp.dtype = jnp.float32
+    chunk: int = 0
 
     @nn.compact
     def __call__(self, x, y, tgt, src, y_index=None, weights=None):
+        if self.chunk and tgt.shape[0] > self.chunk and not self.is_initializing():
+            return chunked_attention(self.variables["params"], x, y, tgt, src, y_index, weights,
+                                     self.norm, norm_eps(self.norm, self.eps, self.dtype),
+                                     self.chunk)
         num_nodes, dx = x.shape
         dy = y.shape[1]
         kw = dict(norm=self.norm, eps=self.eps, dtype=self.dtype)

@@ -52,6 +52,21 @@ class Linear(nn.Module):
         return y
 
 
+def apply_norm(p: dict, x: jax.Array, kind: str, eps: float) -> jax.Array:
+    """The Norm module's function on its parameters p ({"scale"[, "bias"]})."""
+    if kind == "rms":
+        return rms_norm(x, p["scale"], eps)
+    return layer_norm(x, p["scale"], p["bias"], eps)
+
+
+def norm_params(module: nn.Module, kind: str, d: int, dtype) -> dict:
+    """Create (or fetch) a norm's parameters in ``module``'s scope: scale [d] (+ bias [d])."""
+    p = {"scale": module.param("scale", nn.initializers.ones, (d,), dtype)}
+    if kind != "rms":
+        p["bias"] = module.param("bias", nn.initializers.zeros, (d,), dtype)
+    return p
+
+
 class Norm(nn.Module):
     """LayerNorm (scale and bias) or RMSNorm (scale) over the last axis."""
 
@@ -61,13 +76,56 @@ class Norm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        d = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (d,), self.dtype)
-        eps = norm_eps(self.kind, self.eps, self.dtype)
-        if self.kind == "rms":
-            return rms_norm(x, scale, eps)
-        bias = self.param("bias", nn.initializers.zeros, (d,), self.dtype)
-        return layer_norm(x, scale, bias, eps)
+        p = norm_params(self, self.kind, x.shape[-1], self.dtype)
+        return apply_norm(p, x, self.kind, norm_eps(self.kind, self.eps, self.dtype))
+
+
+class NormParams(nn.Module):
+    """A Norm's parameters without applying it (same names, so the same parameter tree)."""
+
+    kind: str = "layer"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, d: int) -> dict:
+        return norm_params(self, self.kind, d, self.dtype)
+
+
+def piece_projection(p: dict, in_dims: Sequence[int], k: int, x: jax.Array) -> jax.Array:
+    """x [R, in_dims[k]] -> [R, 2h]: piece k's rows of the core and gate input kernels."""
+    start = sum(in_dims[:k])
+    rows = slice(start, start + in_dims[k])
+    return x @ jnp.concatenate([p["core_in_kernel"][rows], p["gate_in_kernel"][rows]], axis=1)
+
+
+def gated_output(p: dict, acc: jax.Array, kind: str, eps: float) -> jax.Array:
+    """The GatedMLP after its input layer: acc [M, 2h] (core | gate pre-activations, biases
+    included) -> SiLU(N_c(SiLU(core) W + b)) * sigmoid(N_g(SiLU(gate) W + b)), [M, out]."""
+    h = acc.shape[-1] // 2
+    core = nn.silu(acc[:, :h]) @ p["core_out_kernel"] + p["core_out_bias"]
+    gate = nn.silu(acc[:, h:]) @ p["gate_out_kernel"] + p["gate_out_bias"]
+    core, gate = apply_norm(p["core_norm"], core, kind, eps), apply_norm(p["gate_norm"], gate, kind, eps)
+    return nn.silu(core) * nn.sigmoid(gate)
+
+
+def gated_input_bias(p: dict) -> jax.Array:
+    """[2h] the core | gate input biases."""
+    return jnp.concatenate([p["core_in_bias"], p["gate_in_bias"]])
+
+
+def gated_mlp(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], kind: str,
+              eps: float) -> jax.Array:
+    """The GatedMLP module's function on its parameters p (see GatedMLP).  Returns [M, out]."""
+    acc = gated_input_bias(p)
+    for k, (x, index) in enumerate(pieces):
+        proj = piece_projection(p, in_dims, k, x)
+        acc = acc + (proj if index is None else proj[index])
+    return gated_output(p, acc, kind, eps)
+
+
+def apply_ffn(p: dict, x: jax.Array) -> jax.Array:
+    """The FFN module's function on its parameters p ({"linear_0": {"kernel"}, "linear_1": ...})."""
+    return nn.silu(x @ p["linear_0"]["kernel"]) @ p["linear_1"]["kernel"]
 
 
 class GatedMLP(nn.Module):
@@ -90,20 +148,20 @@ class GatedMLP(nn.Module):
     def __call__(self, pieces: Sequence[Piece]) -> jax.Array:
         fan_in, h = sum(self.in_dims), self.hidden
         p = lambda name, fan, shape: self.param(name, torch_uniform(fan), shape, self.dtype)
-        w_core, w_gate = p("core_in_kernel", fan_in, (fan_in, h)), p("gate_in_kernel", fan_in, (fan_in, h))
-        acc_c, acc_g = p("core_in_bias", fan_in, (h,)), p("gate_in_bias", fan_in, (h,))
-        start = 0
-        for (x, index), d in zip(pieces, self.in_dims):
-            pc, pg = x @ w_core[start : start + d], x @ w_gate[start : start + d]
-            if index is not None:
-                pc, pg = pc[index], pg[index]
-            acc_c, acc_g = acc_c + pc, acc_g + pg
-            start += d
-        core = nn.silu(acc_c) @ p("core_out_kernel", h, (h, self.out)) + p("core_out_bias", h, (self.out,))
-        gate = nn.silu(acc_g) @ p("gate_out_kernel", h, (h, self.out)) + p("gate_out_bias", h, (self.out,))
-        core = Norm(self.norm, self.eps, self.dtype, name="core_norm")(core)
-        gate = Norm(self.norm, self.eps, self.dtype, name="gate_norm")(gate)
-        return nn.silu(core) * nn.sigmoid(gate)
+        params = {
+            "core_in_kernel": p("core_in_kernel", fan_in, (fan_in, h)),
+            "gate_in_kernel": p("gate_in_kernel", fan_in, (fan_in, h)),
+            "core_in_bias": p("core_in_bias", fan_in, (h,)),
+            "gate_in_bias": p("gate_in_bias", fan_in, (h,)),
+            "core_out_kernel": p("core_out_kernel", h, (h, self.out)),
+            "core_out_bias": p("core_out_bias", h, (self.out,)),
+            "gate_out_kernel": p("gate_out_kernel", h, (h, self.out)),
+            "gate_out_bias": p("gate_out_bias", h, (self.out,)),
+        }
+        for name in ("core_norm", "gate_norm"):
+            params[name] = NormParams(self.norm, self.dtype, name=name)(self.out)
+        return gated_mlp(params, self.in_dims, pieces, self.norm,
+                         norm_eps(self.norm, self.eps, self.dtype))
 
 
 class FFN(nn.Module):

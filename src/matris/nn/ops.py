@@ -42,14 +42,28 @@ def segment_softmax_sum(
     all-zero-weight segments give 0 instead of NaN.  Padding rows must carry padding segment
     ids so they never share a segment with real rows.
     """
-    seg_max = jax.ops.segment_max(logits, segment_ids, num_segments=num_segments)
-    seg_max = jnp.where(jnp.isfinite(seg_max), seg_max, 0.0)
-    expo = jnp.exp(logits - jax.lax.stop_gradient(seg_max)[segment_ids])
-    if weights is not None:
-        expo = expo * weights[:, None]
+    seg_max = finite_or_zero(jax.ops.segment_max(logits, segment_ids, num_segments=num_segments))
+    expo = softmax_numerators(logits, seg_max, segment_ids, weights)
     numer = segment_sum(expo * values, segment_ids, num_segments)
     denom = segment_sum(expo, segment_ids, num_segments)
-    if weights is None:
+    return softmax_normalise(numer, denom, weights is not None)
+
+
+def finite_or_zero(x: jax.Array) -> jax.Array:
+    """x with non-finite entries (the -inf max of an empty segment) replaced by 0."""
+    return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
+def softmax_numerators(logits, seg_max, segment_ids, weights=None) -> jax.Array:
+    """exp(logits - max of the row's segment) [* weights]: [R, C].  The max is held constant
+    under differentiation (the normalised softmax does not depend on it)."""
+    expo = jnp.exp(logits - jax.lax.stop_gradient(seg_max)[segment_ids])
+    return expo if weights is None else expo * weights[:, None]
+
+
+def softmax_normalise(numer: jax.Array, denom: jax.Array, weighted: bool) -> jax.Array:
+    """Segment sums of numerators -> the softmax-weighted sums (0 for an empty segment)."""
+    if not weighted:
         return numer / jnp.where(denom > 0, denom, 1.0)
     # Smooth cutoff: a small constant in the denominator keeps the weights (and their first
     # and second derivatives) bounded when every row of a segment fades out together.

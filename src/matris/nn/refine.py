@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import FFN, GatedMLP, Linear, Piece, residual
+from .chunked import chunked_refinement
+from .layers import FFN, GatedMLP, Linear, Piece, norm_eps, residual
 from .ops import pair_mean, segment_sum
 
 
@@ -30,6 +31,7 @@ class Refinement(nn.Module):
     eps: float | None = None
     smoothed_delta: bool = False
     dtype: jnp.dtype = jnp.float32
+    chunk: int = 0  # > 0: the per-row work in chunks of rows (`matris.nn.chunked`)
 
     @nn.compact
     def __call__(
@@ -42,6 +44,11 @@ class Refinement(nn.Module):
         tgt: jax.Array,
         y_index: jax.Array | None = None,
     ):
+        if self.chunk and tgt.shape[0] > self.chunk and not self.is_initializing():
+            return chunked_refinement(self.variables["params"], node, edge, pieces, self.in_dims,
+                                      radial, envelope_index, tgt, y_index, self.norm,
+                                      norm_eps(self.norm, self.eps, self.dtype),
+                                      self.smoothed_delta, self.chunk)
         dv, dy = node.shape[1], edge.shape[1]
         f = GatedMLP(self.in_dims, self.hidden, dy, self.norm, self.eps, self.dtype,
                      name="message_mlp")(pieces)
