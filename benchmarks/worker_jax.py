@@ -113,9 +113,9 @@ def memory_fits(compiled, spec, extra: int = 0) -> tuple[bool, dict]:
 
 
 def flops_of(compiled, cfg) -> float | None:
-    """XLA's FLOP count; None for rolled blocks (remat or scan_blocks): its cost analysis
+    """XLA's FLOP count; None for loops (remat, scan_blocks, chunk_rows): its cost analysis
     counts a loop body once, not once per block."""
-    if cfg.remat or cfg.scan_blocks:
+    if cfg.remat or cfg.scan_blocks or cfg.chunk_rows:
         return None
     ca = compiled.cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
@@ -124,8 +124,8 @@ def flops_of(compiled, cfg) -> float | None:
 
 def compile_task(spec, cfg, params, batch, task):
     """(executable, the config it runs): with spec auto_remat the calculator's own choice for
-    this shape (plain, or rematerialised keeping the products when they fit memory, or fully
-    rematerialised); otherwise exactly the curve's config."""
+    this shape (plain; or the sub-layers in chunks of rows; or chunked and rematerialised
+    where even that is short of memory); otherwise exactly the curve's config."""
     import jax
 
     from matris.calculator import CompiledPredictor
@@ -146,7 +146,8 @@ def measure_task(spec, cfg, params, batch, task) -> dict:
     t0 = time.perf_counter()
     compiled, cfg = compile_task(spec, cfg, params, batch, task)
     out = {"compile_s": time.perf_counter() - t0, "flops": flops_of(compiled, cfg),
-           "remat": cfg.remat, "remat_save_dots": cfg.remat_save_dots}
+           "remat": cfg.remat, "remat_save_dots": cfg.remat_save_dots,
+           "chunk_rows": cfg.chunk_rows}
     fits, mem = memory_fits(compiled, spec)
     out.update(mem)
     if not fits:
@@ -220,7 +221,7 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     import jax
     import numpy as np
 
-    from matris.calculator import needs_remat
+    from matris.calculator import lean_config, needs_low_memory
     from matris.graph import budgets_for
     from matris.potential import make_predictor
 
@@ -229,8 +230,8 @@ def probe_size(spec, cfg, params, last, n) -> dict:
     counts = np.array([[n, *np.round(per_atom * n).astype(np.int64)]])
     budgets = tuple(budgets_for(counts))
     abstract = abstract_batch(batch, tuple(rec["budgets"]), budgets)
-    if spec.get("auto_remat") and needs_remat(cfg, "efs", budgets[3]):
-        cfg = cfg.replace(remat=True)  # the calculator's fallback where memory is short
+    if spec.get("auto_remat") and needs_low_memory(cfg, "efs", budgets[3]):
+        cfg = lean_config(cfg)  # the calculator's last fallback where memory is short
     t0 = time.perf_counter()
     compiled = jax.jit(make_predictor(cfg, "efs")).lower(params, abstract).compile()
     fits, mem = memory_fits(compiled, spec, extra=2 * compiled.memory_analysis()

@@ -14,7 +14,7 @@ from helpers import structures
 import matris
 from matris import calculator as calculator_module
 from matris.bundle import DEFAULT_MODEL, MODELS_DIR
-from matris.calculator import CompiledPredictor, compiled_predictor, needs_remat
+from matris.calculator import CompiledPredictor, compiled_predictor, needs_low_memory
 from matris.graph import budgets_for, build_graph, graph_sizes, pack
 from matris.md import init_velocities
 
@@ -80,35 +80,37 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
     assert calc.compilations <= 1  # one shape for all three structures
 
 
-def test_large_shapes_rematerialise_with_equal_results(model, structs, floor, direct_fn,
-                                                       monkeypatch):
+def test_large_shapes_use_low_memory_variants_with_equal_results(model, structs, floor,
+                                                                  direct_fn, monkeypatch):
     """When the plain scratch would pass PLAIN_SCRATCH_LIMIT a force call compiles the
-    rematerialised blocks: same results.  It keeps the matrix-product outputs while their
-    scratch fits the memory budget, and recomputes everything (a second compilation) when it
-    does not."""
-    assert not needs_remat(model.config, "efs", 1000)  # a few MB: plain
+    sub-layers in chunks of rows: same results.  When even that scratch does not fit the memory
+    budget it compiles again, chunked and rematerialised (a second compilation)."""
+    assert not needs_low_memory(model.config, "efs", 1000)  # a few MB: plain
     big = model.config.replace(dtype="float32", angle_dim=128, num_layers=6)  # 256 Fe atoms
     monkeypatch.setattr(calculator_module, "available_memory", lambda: 24e9)
-    assert not needs_remat(big, "efs", 23296) and needs_remat(big, "efs", 46592)  # 128 / 256
+    assert not needs_low_memory(big, "efs", 23296) and needs_low_memory(big, "efs", 46592)
     monkeypatch.setattr(calculator_module, "available_memory", lambda: 4e9)
-    assert needs_remat(big, "efs", 23296)  # 4.6 GB estimated > half of 4 GB
+    assert needs_low_memory(big, "efs", 23296)  # 4.6 GB estimated > half of 4 GB
     monkeypatch.setattr(calculator_module, "PLAIN_SCRATCH_LIMIT", 0)
+    monkeypatch.setattr(calculator_module, "CHUNK_ROWS", 300)
     cfg = model.config
     graph = build_graph(structs["periodic"], cfg.cutoff, cfg.three_body_cutoff)
     batch, _ = pack([graph], floor, dtype=np.float64)
+    assert batch.angle_center.shape[0] > 2 * 300  # the chunked executables do loop
     ref = direct_fn(model.params, batch)
-    for memory, kept, compilations in ((1 << 40, "_jitted_dots", 1), (0, "_jitted_remat", 2)):
+    for memory, chosen, compilations in ((1 << 40, dict(chunk_rows=300, remat=False), 1),
+                                         (0, dict(chunk_rows=300, remat=True), 2)):
         monkeypatch.setattr(calculator_module, "available_memory", lambda: memory)
         holder = CompiledPredictor(cfg, "efsm")
-        holder._jitted = None  # the plain (non-remat) function must not be used for this shape
-        if kept == "_jitted_dots":
-            holder._jitted_remat = None
+        holder._jitted = None  # the plain function must not be used for this shape
         got = holder(model.params, batch)
         for key in ("energy", "forces", "stress", "magmoms"):
             np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
         assert holder.compilations == compilations
-    assert needs_remat(cfg, "efs", 1) and not needs_remat(cfg, "e", 1)  # energy: no gradients
-    assert not needs_remat(cfg.replace(remat=True), "efs", 1)  # already rematerialised
+        assert holder.chosen[holder.key(batch)] == cfg.replace(**chosen)
+    assert needs_low_memory(cfg, "efs", 1) and not needs_low_memory(cfg, "e", 1)  # energy only
+    assert not needs_low_memory(cfg.replace(remat=True), "efs", 1)  # the config chose
+    assert not needs_low_memory(cfg.replace(chunk_rows=64), "efs", 1)
 
 
 def test_task_and_dtype(model, structs, floor):

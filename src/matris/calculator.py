@@ -62,22 +62,23 @@ def enable_x64_for(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-# A force/stress call rematerialises each interaction block (the same numbers; the backward
-# pass recomputes one block's activations instead of keeping all of them, ~5x less memory) when
-# the plain executable's scratch would pass PLAIN_SCRATCH_LIMIT or half the available memory.
-# The scratch grows with padded angles x angle width x blocks; XLA's memory analysis gives
-# 207 (official shape) to 257 (default model) bytes per (angle, feature, block) in float32.
-# Measured on the 2-core VM, official shape: 128 Fe atoms (3.5 GB) plain faster; 256 atoms
-# (7.4 GB) 6.7 s plain vs 6.1 s remat with huge pages only, and with the heap kept 3.9 vs 4.7 s
-# in a fresh process but 15.9 s plain inside the benchmark worker that had run the smaller
-# sizes first (cause not found), hence the fixed limit.  Default model, 1,024 Fe-Cr atoms
-# (3.0 GB): 1.47 vs 2.23 s; 2,000 atoms (5.9 GB) 3.00 vs 3.47 s.
+# A force/stress call whose plain scratch would pass PLAIN_SCRATCH_LIMIT or half the available
+# memory runs its sub-layers in chunks of CHUNK_ROWS rows (``chunk_rows``, `matris.nn.chunked`;
+# same numbers), and when even that executable's scratch (XLA's memory analysis) passes
+# LEAN_MEMORY_FRACTION of the available memory, also rematerialises each block (``remat``).
+# The plain scratch grows with padded angles x angle width x blocks: 207 (official shape) to
+# 257 (default model) bytes per (angle, feature, block) in float32.  Measured on the 2-core VM,
+# official shape, bcc Fe-Cr, E+F+S (runs interleaved in one process):
+#   per angle (XLA temp):  plain 188 KB, chunked 52 KB, chunked + remat 15 KB
+#                          (remat alone 37 KB, remat keeping the products 70 KB)
+#   128 atoms: plain 2.08-2.28 s, chunked 2.55 s;  256 atoms (8.8 GB plain): chunked 4.5-4.8 s,
+#   chunked + remat 6.0-6.9 s, remat alone 6.5 s, remat keeping the products 6.1 s.
+# Chunks of 4,096 rows beat 2,048 (4.55 vs 4.76 s) and 16,384 (8.1 s, cache misses).
+# Large plain buffers are also slow to fault in on CPU (hence the fixed limit there).
 PLAIN_BYTES_PER_ANGLE_FEATURE = 64  # per (angle, feature, block) and byte of the dtype
 PLAIN_SCRATCH_LIMIT = 6e9  # CPU only; on an accelerator the memory fraction alone decides
-# Rematerialised calls keep the matrix-product outputs (``remat_save_dots``; official shape:
-# 4.65 vs 5.00 s at 256 Fe atoms, 11.0 vs 11.9 s at 512) when XLA's memory analysis puts that
-# executable's scratch under this fraction of the memory available; else they recompute all.
-SAVE_DOTS_MEMORY_FRACTION = 0.5
+CHUNK_ROWS = 4096
+LEAN_MEMORY_FRACTION = 0.5
 
 
 def available_memory() -> int:
@@ -106,17 +107,23 @@ def plain_scratch_estimate(config: MatRISConfig, num_angles: int) -> float:
     return PLAIN_BYTES_PER_ANGLE_FEATURE * per_angle * num_angles
 
 
-def needs_remat(config: MatRISConfig, task: str, num_angles: int) -> bool:
+def needs_low_memory(config: MatRISConfig, task: str, num_angles: int) -> bool:
     """Whether a call of ``task`` on a batch with ``num_angles`` padded angles should compile
-    with ``remat=True``: gradient tasks whose plain scratch estimate passes
-    SAVE_DOTS_MEMORY_FRACTION of the available memory or, on CPU (where very large per-call
-    buffers are slow to fault in), PLAIN_SCRATCH_LIMIT; unless the config already does."""
-    if "f" not in task or config.remat:
+    a low-memory variant (chunked, then also rematerialised): gradient tasks whose plain
+    scratch estimate passes LEAN_MEMORY_FRACTION of the available memory or, on CPU (where
+    very large per-call buffers are slow to fault in), PLAIN_SCRATCH_LIMIT; unless the config
+    already chooses (``remat`` or ``chunk_rows`` set)."""
+    if "f" not in task or config.remat or config.chunk_rows:
         return False
-    limit = SAVE_DOTS_MEMORY_FRACTION * available_memory()
+    limit = LEAN_MEMORY_FRACTION * available_memory()
     if jax.devices()[0].platform == "cpu":
         limit = min(PLAIN_SCRATCH_LIMIT, limit)
     return plain_scratch_estimate(config, num_angles) > limit
+
+
+def lean_config(config: MatRISConfig) -> MatRISConfig:
+    """The least-memory variant of ``config`` (what the calculator falls back to last)."""
+    return config.replace(chunk_rows=CHUNK_ROWS, remat=True)
 
 
 class CompiledPredictor:
@@ -124,18 +131,19 @@ class CompiledPredictor:
 
     ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
-    Shapes for which `needs_remat` holds compile with ``remat=True`` (gradient tasks whose
-    plain scratch would be too large): with ``remat_save_dots`` when its
-    scratch fits SAVE_DOTS_MEMORY_FRACTION of the available memory, else without (then two
-    compilations for that shape).
+    Shapes for which `needs_low_memory` holds compile with ``chunk_rows=CHUNK_ROWS`` (the
+    sub-layers in chunks of rows), and when that executable's scratch passes
+    LEAN_MEMORY_FRACTION of the available memory, again with ``remat=True`` as well (then two
+    compilations for that shape).  ``chosen[key]`` is the config an executable runs.
     """
 
     def __init__(self, config: MatRISConfig, task: str):
         compile_cache.enable()  # a shape compiled once on this machine loads from disk later
         self.config, self.task = config, check_task(task)
         self.dtype = np.dtype(config.dtype)
-        self._configs = {"_jitted": config, "_jitted_remat": config.replace(remat=True),
-                         "_jitted_dots": config.replace(remat=True, remat_save_dots=True)}
+        self._configs = {"_jitted": config,
+                         "_jitted_chunked": config.replace(chunk_rows=CHUNK_ROWS),
+                         "_jitted_lean": lean_config(config)}
         for name, cfg in self._configs.items():
             setattr(self, name, jax.jit(make_predictor(cfg, task)))
         self.chosen: dict[tuple, MatRISConfig] = {}  # key -> the config its executable runs
@@ -149,13 +157,13 @@ class CompiledPredictor:
         """The compiled executable for this batch's shape (compiled on first use)."""
         key = self.key(batch)
         if key not in self._executables:
-            if not needs_remat(self.config, self.task, batch.angle_center.shape[0]):
+            if not needs_low_memory(self.config, self.task, batch.angle_center.shape[0]):
                 exe = self._compile("_jitted", key, params, batch)
             else:
-                exe = self._compile("_jitted_dots", key, params, batch)
+                exe = self._compile("_jitted_chunked", key, params, batch)
                 scratch = exe.memory_analysis().temp_size_in_bytes
-                if scratch > SAVE_DOTS_MEMORY_FRACTION * available_memory():
-                    exe = self._compile("_jitted_remat", key, params, batch)
+                if scratch > LEAN_MEMORY_FRACTION * available_memory():
+                    exe = self._compile("_jitted_lean", key, params, batch)
             self._executables[key] = exe
         return self._executables[key]
 

@@ -153,7 +153,7 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 # Options that change how the model runs, not its parameters: a fine-tuning run may set them
 # freely on top of the starting model's config.
-RUNTIME_FIELDS = ("dtype", "remat", "remat_save_dots", "scan_blocks")
+RUNTIME_FIELDS = ("dtype", "remat", "remat_save_dots", "scan_blocks", "chunk_rows")
 
 
 def model_config(section: ModelSection):
