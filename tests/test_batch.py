@@ -7,6 +7,7 @@ from ase.build import bulk
 
 from matris.data import Frame
 from matris.graph import (
+    FINE_BUCKETS_FROM,
     Budgets,
     bucket,
     budgets_for,
@@ -164,13 +165,16 @@ def test_packer_lookahead_fills_batches():
 
 
 def test_bucket():
-    for n in range(1, 5000):
+    for n in range(1, 12000):
         b = bucket(n)
-        assert n <= b <= max(31, 1.0625 * n)
-        k = max(b.bit_length() - 5, 0)
-        assert b % (1 << k) == 0 and (n <= 31 or 16 <= b >> k <= 31)
-        assert bucket(b) == b  # a bucket is its own bucket: budgets are stable
-    assert [bucket(n) for n in (31, 32, 33, 100, 8193)] == [31, 32, 34, 100, 8704]
+        coarse = n <= FINE_BUCKETS_FROM
+        assert n <= b <= max(7, (1.25 if coarse else 1.0625) * n)
+        bits = 3 if coarse else 5
+        k = max(b.bit_length() - bits, 0)
+        assert b % (1 << k) == 0 and (n <= 7 or (1 << (bits - 1)) <= b >> k < (1 << bits))
+        assert bucket(b) == b and bucket(n + 1) >= b  # stable and monotonic
+    assert [bucket(n) for n in (8, 9, 11, 17, 33, 100)] == [8, 10, 12, 20, 40, 112]
+    assert [bucket(n) for n in (4097, 8193, 23297)] == [4352, 8704, 23552]
 
 
 def test_budgets_for_and_minimum(graphs):

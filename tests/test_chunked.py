@@ -45,9 +45,11 @@ def test_chunked_equals_whole(preset, smooth, remat):
     assert np.abs(whole["forces"]).max() > 1e-5  # the comparison is not between zeros
 
 
+@pytest.mark.slow
 def test_chunked_training_gradient():
     """The parameter gradient of a force loss (what training differentiates) equals the
-    unchunked one."""
+    unchunked one.  Slow (the second-order compilation, ~55 s); training itself does not
+    chunk, the calculator's forces are covered above."""
     cfg, params, fn = setup("tiny")
     atoms = [structures()["fecr"]]
     budgets = budgets_for([build_graph(a, cfg.cutoff, cfg.three_body_cutoff) for a in atoms])

@@ -1,6 +1,7 @@
 """Graph construction (atom graph, bonds, angles) and host-side padded batching."""
 
 from .batch import (
+    FINE_BUCKETS_FROM,
     bucket,
     budgets_for,
     check_fits,
@@ -27,7 +28,7 @@ from .neighbors import (
 from .types import Budgets, GraphBatch, Targets
 
 __all__ = [
-    "Budgets", "GraphBatch", "MAX_Z", "MIN_DISTANCE", "StructureGraph", "Targets",
+    "Budgets", "FINE_BUCKETS_FROM", "GraphBatch", "MAX_Z", "MIN_DISTANCE", "StructureGraph", "Targets",
     "angle_cosines", "angle_pairs", "angle_rows", "as_atoms", "atom_graph", "bucket",
     "budgets_for", "build_graph", "check_fits", "check_image_count",
     "check_min_distance", "edge_vectors", "graph_sizes",

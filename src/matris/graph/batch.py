@@ -27,18 +27,22 @@ from .types import Budgets, GraphBatch, Targets
 LEVELS = ("atoms", "edges", "bonds", "angles")
 
 
-def bucket(n: int) -> int:
-    """Smallest value >= n of the form m * 2^k with m in 16..31 (n itself when n <= 31).
+FINE_BUCKETS_FROM = 4096
 
-    At most 6.25 % above n: padded rows cost as much as real ones (at 128 atoms of bcc Fe-Cr,
-    steps of 25 % padded the 8,192 edges to 10,240).  Slowly varying sizes (MD, relaxation)
-    still reuse compiled shapes: the calculator adds its headroom before bucketing.
+
+def bucket(n: int) -> int:
+    """Smallest value >= n of the form m * 2^k: m in 4..7 up to FINE_BUCKETS_FROM (at most 25 %
+    above n; small shapes are cheap and compiled shapes are shared more often), m in 16..31
+    above it (at most 6.25 % above n: padded rows cost as much as real ones, and at 128 atoms
+    of bcc Fe-Cr steps of 25 % padded the 8,192 edges to 10,240).  Slowly varying sizes (MD,
+    relaxation) reuse compiled shapes: the calculator adds its headroom before bucketing.
     """
     n = int(n)
-    if n <= 31:
+    if n <= 7:
         return max(n, 1)
-    k = max(n.bit_length() - 5, 0)
-    m = -(-n // (1 << k))  # ceil(n / 2^k), in 16..32
+    bits = 3 if n <= FINE_BUCKETS_FROM else 5
+    k = max(n.bit_length() - bits, 0)
+    m = -(-n // (1 << k))  # ceil(n / 2^k)
     return m << k
 
 
