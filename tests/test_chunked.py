@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from helpers import predict, setup, structures
 
-from matris import make_predictor
-from matris.graph import budgets_for, build_graph
+from matris import get_config, init_params, make_predictor
+from matris.graph import budgets_for, build_graph, pack
 from matris.nn.chunked import chunk_layout, from_chunks, to_chunks
 
 
@@ -65,3 +65,16 @@ def test_chunked_training_gradient():
     g_chunk = jax.jit(jax.grad(loss(chunked_cfg)))(params)
     for a, b in zip(jax.tree_util.tree_leaves(g_chunk), jax.tree_util.tree_leaves(g_whole)):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_chunked_config_initialises_the_same_parameters():
+    """Initialisation runs the unchunked modules, so a chunked config has the same parameter
+    tree and values (bundles and converted checkpoints load into either)."""
+    cfg = get_config("tiny")
+    graph = build_graph(structures()["fecr"], cfg.cutoff, cfg.three_body_cutoff)
+    batch, _ = pack([graph], budgets_for([graph]))
+    plain = init_params(cfg, batch, seed=3)
+    chunked = init_params(cfg.replace(chunk_rows=64), batch, seed=3)
+    assert jax.tree_util.tree_structure(plain) == jax.tree_util.tree_structure(chunked)
+    for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(chunked)):
+        np.testing.assert_array_equal(a, b)
