@@ -126,6 +126,33 @@ def test_two_devices_equal_one_device(data_file):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_late_loss_stage_switches_weights_at_its_step(data_file):
+    """loss.late replaces the weights for the last late_fraction of the steps, without a
+    second compilation; a bad late key is refused by name."""
+    with pytest.raises(ValueError, match="energie"):
+        from_dict({"loss": {"late": {"energie": 1.0}}})
+    base = run_config(data_file, "unused")
+    cfg = from_dict({**base, "loss": {**base.get("loss", {}), "late_fraction": 0.5,
+                                      "late": {"energy": 0.0, "forces": 0.0, "stress": 0.0,
+                                               "magmoms": 0.0}}})
+    assert cfg.loss.late_start(4) == 2 and from_dict(base).loss.late_start(4) == 4
+    model_cfg = matris.get_config("tiny", **TINY["overrides"])
+    frames = emt_frames(4)
+    budgets = Budgets(24, 1400, 700, 6000, 5)
+    batches, targets = stack([pack([build_graph(f.atoms) for f in frames], budgets, frames)])
+    params = matris.init_params(model_cfg, pack([build_graph(frames[0].atoms)], budgets)[0], 0)
+    mesh = make_mesh(1)
+    opt = make_optimizer(cfg.optim, 4, params)
+    step = make_train_step(model_cfg, cfg.loss, cfg.optim, opt, mesh, total_steps=4)
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    state, losses = jax.device_put(init_state(params, opt), repl), []  # as train() does
+    for _ in range(4):
+        state, metrics = step(state, shard(batches, mesh), shard(targets, mesh))
+        losses.append(float(metrics["loss"]))
+    assert losses[0] > 0 and losses[1] > 0 and losses[2] == 0.0 and losses[3] == 0.0
+    assert len(step.traces) == 1
+
+
 def _launch(config_path: Path, cache: Path, *extra):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -175,6 +202,19 @@ def test_mismatched_checkpoint_is_refused_and_kept(data_file, trained):
         train(from_dict(other), resume=True)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
     assert (out / "model.npz").read_bytes() == saved
+
+
+def test_resume_accepts_older_checkpoints_and_execution_changes():
+    """A checkpoint that predates a model-config field (stored without it) or was written
+    with another execution setting (remat, chunking) resumes; a shape change is named."""
+    from matris.training.checkpoint import _diff
+
+    run = matris.get_config("tiny").to_dict()
+    older = {k: v for k, v in run.items() if k not in ("chunk_rows", "remat_save_dots")}
+    assert _diff(older, run) == ""
+    assert _diff(dict(run, remat=not run["remat"], chunk_rows=4096), run) == ""
+    assert "atom_dim" in _diff(dict(run, atom_dim=run["atom_dim"] + 8), run)
+    assert "dtype" in _diff(dict(run, dtype="float64"), dict(run, dtype="float32"))
 
 
 def test_missing_energy_label_is_named(tmp_path):

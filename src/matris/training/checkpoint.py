@@ -48,11 +48,11 @@ class Checkpoints:
                 progress=ocp.args.JsonRestore()))["progress"]
         except Exception as exc:
             raise ValueError(f"{self.folder}/{step}: corrupt checkpoint ({exc})") from exc
-        if progress.get("model_config") != model_config:
+        diff = _diff(progress.get("model_config") or {}, model_config)
+        if diff:
             raise ValueError(
                 f"{self.folder}/{step}: checkpoint was written for another model config "
-                f"({_diff(progress.get('model_config') or {}, model_config)}); "
-                "use a new output folder or the matching config")
+                f"({diff}); use a new output folder or the matching config")
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_like)
         try:
             state = self.manager.restore(step, args=ocp.args.Composite(
@@ -66,8 +66,18 @@ class Checkpoints:
         self.manager.close()
 
 
+# how the model is executed, not what it computes: these may change when a run resumes
+EXECUTION_FIELDS = ("remat", "remat_save_dots", "scan_blocks", "chunk_rows")
+
+
 def _diff(old: dict, new: dict) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    """'' when the checkpoint's model config (``old``) and the run's agree, else the first
+    differences.  A field the checkpoint predates counts as its default value."""
+    from ..config import MatRISConfig
+
+    old = {**MatRISConfig().to_dict(), **old}
+    keys = sorted(k for k in set(old) | set(new)
+                  if k not in EXECUTION_FIELDS and old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} in checkpoint vs {new.get(k)!r} now" for k in keys[:4])
 
 

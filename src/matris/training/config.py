@@ -51,6 +51,30 @@ class LossConfig:
     stress: float = 0.1
     magmoms: float = 0.1
     huber_delta: float = 0.0
+    # a second stage: for the last ``late_fraction`` of the steps the weights in ``late``
+    # (e.g. {energy: 40}) replace these (MACE's energy-heavy final stage)
+    late_fraction: float = 0.0
+    late: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        names = ("energy", "forces", "stress", "magmoms")
+        unknown = sorted(set(self.late) - set(names))
+        if unknown:
+            raise ValueError(f"loss.late: unknown term(s) {unknown}; allowed: {list(names)}")
+        if not 0.0 <= self.late_fraction < 1.0:
+            raise ValueError(f"loss.late_fraction must be in [0, 1), got {self.late_fraction}")
+
+    def weights(self, late: bool = False) -> dict[str, float]:
+        """{term: weight} of the first stage, or of the late stage."""
+        names = ("energy", "forces", "stress", "magmoms")
+        return {k: float(self.late.get(k, getattr(self, k)) if late else getattr(self, k))
+                for k in names}
+
+    def late_start(self, total_steps: int) -> int:
+        """First step of the late stage (total_steps when there is none)."""
+        if not self.late or self.late_fraction <= 0:
+            return total_steps
+        return int(round(total_steps * (1.0 - self.late_fraction)))
 
 
 @dataclasses.dataclass(frozen=True)

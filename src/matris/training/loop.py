@@ -96,7 +96,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
         print(f"resumed from {ckpt.folder} at step {int(state.step)} (epoch {progress['epoch']})")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    train_step = make_train_step(model_cfg, cfg.loss, cfg.optim, optimizer, mesh)
+    train_step = make_train_step(model_cfg, cfg.loss, cfg.optim, optimizer, mesh,
+                                 total_steps=total_steps)
     eval_step = make_eval_step(model_cfg, cfg.loss, mesh)
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     log = (out / "metrics.jsonl").open("a")

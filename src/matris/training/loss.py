@@ -64,13 +64,16 @@ def _masked_sum(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(mask, values, 0.0))
 
 
-def weighted_loss(terms: dict, weights: LossConfig) -> jax.Array:
-    """sum_k w_k * sum_k / max(count_k, 1) over the loss terms present."""
+def weighted_loss(terms: dict, weights: LossConfig | dict) -> jax.Array:
+    """sum_k w_k * sum_k / max(count_k, 1) over the loss terms present; ``weights`` a
+    LossConfig (its first-stage weights) or {term: weight} (floats or traced scalars)."""
+    if isinstance(weights, LossConfig):
+        weights = weights.weights()
     total = 0.0
     for name in TERMS:
         if name in terms:
             s, c = terms[name]
-            total = total + getattr(weights, name) * s / jnp.maximum(c, 1)
+            total = total + weights[name] * s / jnp.maximum(c, 1)
     return total
 
 

@@ -81,19 +81,29 @@ def _summed_terms(predict, params, batches, targets, huber: float) -> dict:
     return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per)
 
 
+def stage_weights(loss_cfg: LossConfig, total_steps: int, step: jax.Array) -> dict:
+    """{term: traced weight}: the late-stage weights from ``loss_cfg.late_start`` on."""
+    early, late = loss_cfg.weights(), loss_cfg.weights(late=True)
+    is_late = step >= loss_cfg.late_start(total_steps)
+    return {k: jnp.where(is_late, late[k], early[k]) for k in early}
+
+
 def make_train_step(model_cfg: MatRISConfig, loss_cfg: LossConfig, optim_cfg: OptimConfig,
-                    optimizer: optax.GradientTransformation, mesh: Mesh, task: str = "efsm"):
+                    optimizer: optax.GradientTransformation, mesh: Mesh, task: str = "efsm",
+                    total_steps: int = 0):
     """jit(step)(state, batches, targets) -> (state, metrics).  Counts its traces in
-    ``step.traces`` (a list) so tests can check it compiles once per run."""
+    ``step.traces`` (a list) so tests can check it compiles once per run.  ``total_steps``
+    places the loss's late stage (`LossConfig.late_start`); 0 = none."""
     predict = make_predictor(model_cfg, task)
     traces: list[int] = []
 
     def step(state: TrainState, batches, targets):
         traces.append(1)
+        weights = stage_weights(loss_cfg, total_steps, state.step) if total_steps else loss_cfg
 
         def loss_fn(params):
             terms = _summed_terms(predict, params, batches, targets, loss_cfg.huber_delta)
-            return weighted_loss(terms, loss_cfg), terms
+            return weighted_loss(terms, weights), terms
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
