@@ -16,6 +16,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from ..config import MatRISConfig
+from .config import EXECUTION_FIELDS
+
 
 class Checkpoints:
     """keep the newest ``keep`` checkpoints under ``folder``."""
@@ -66,15 +69,9 @@ class Checkpoints:
         self.manager.close()
 
 
-# how the model is executed, not what it computes: these may change when a run resumes
-EXECUTION_FIELDS = ("remat", "remat_save_dots", "scan_blocks", "chunk_rows")
-
-
 def _diff(old: dict, new: dict) -> str:
     """'' when the checkpoint's model config (``old``) and the run's agree, else the first
     differences.  A field the checkpoint predates counts as its default value."""
-    from ..config import MatRISConfig
-
     old = {**MatRISConfig().to_dict(), **old}
     keys = sorted(k for k in set(old) | set(new)
                   if k not in EXECUTION_FIELDS and old.get(k) != new.get(k))

@@ -41,6 +41,9 @@ class ModelSection:
     init_from: str = ""
 
 
+LOSS_TERMS = ("energy", "forces", "stress", "magmoms")
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Spec 7: 5 MAE(E/atom) + 5 L2MAE(F) + 0.1 MAE(stress, GPa) + 0.1 MAE(magmom).
@@ -57,18 +60,16 @@ class LossConfig:
     late: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        names = ("energy", "forces", "stress", "magmoms")
-        unknown = sorted(set(self.late) - set(names))
+        unknown = sorted(set(self.late) - set(LOSS_TERMS))
         if unknown:
-            raise ValueError(f"loss.late: unknown term(s) {unknown}; allowed: {list(names)}")
+            raise ValueError(f"loss.late: unknown term(s) {unknown}; allowed: {list(LOSS_TERMS)}")
         if not 0.0 <= self.late_fraction < 1.0:
             raise ValueError(f"loss.late_fraction must be in [0, 1), got {self.late_fraction}")
 
     def weights(self, late: bool = False) -> dict[str, float]:
         """{term: weight} of the first stage, or of the late stage."""
-        names = ("energy", "forces", "stress", "magmoms")
         return {k: float(self.late.get(k, getattr(self, k)) if late else getattr(self, k))
-                for k in names}
+                for k in LOSS_TERMS}
 
     def late_start(self, total_steps: int) -> int:
         """First step of the late stage (total_steps when there is none)."""
@@ -177,7 +178,10 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 # Options that change how the model runs, not its parameters: a fine-tuning run may set them
 # freely on top of the starting model's config.
-RUNTIME_FIELDS = ("dtype", "remat", "remat_save_dots", "scan_blocks", "chunk_rows")
+# how the model is executed, not what it computes: may change when a run resumes
+EXECUTION_FIELDS = ("remat", "remat_save_dots", "scan_blocks", "chunk_rows")
+# ... and, with the dtype, when a stored model is fine-tuned
+RUNTIME_FIELDS = ("dtype",) + EXECUTION_FIELDS
 
 
 def model_config(section: ModelSection):

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 from ..graph.types import GraphBatch, Targets
 from ..nn.ops import safe_norm
 from ..potential import EV_PER_A3_TO_GPA
-from .config import LossConfig
+from .config import LOSS_TERMS, LossConfig
 
-TERMS = ("energy", "forces", "stress", "magmoms")
+TERMS = LOSS_TERMS
 
 
 def _penalty(err: jax.Array, delta: float) -> jax.Array:
