@@ -99,6 +99,16 @@ def test_train_compiles_once_learns_and_releases(trained):
     # 20 steps only: the energy head starts at the composition model and must not get worse
     test_mae = summary["results"]["test"]["energy_mae"]
     assert test_mae < 1.2 * summary["baselines"]["test"]["energy_mae"]
+    # the by-family table (calculator path) adds up to the split's MAEs (training eval path)
+    text = (out / "results.md").read_text()
+    table = text.split("Test-split families with the largest energy error:")[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| family")]
+    n = np.array([int(r[1]) for r in rows])
+    assert n.sum() == 6 and all(r[0][:2] in ("Cu", "Al", "Ni", "Ag") for r in rows)
+    for col, want in ((2, test_mae), (3, summary["baselines"]["test"]["energy_mae"])):
+        got = np.sum(n * np.array([float(r[col]) for r in rows])) / n.sum()
+        assert abs(got - 1000 * want) < 1.0, (col, got, 1000 * want)
 
 
 def test_two_devices_equal_one_device(data_file):

@@ -166,5 +166,5 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
                               dtype) for name, split in splits.items() if split.frames}
     summary = finish_report(cfg, final, results, baselines(splits, final.params), out,
                             train_minutes=progress["elapsed"] / 60,
-                            compilations=len(train_step.traces))
+                            compilations=len(train_step.traces), splits=splits)
     return summary

@@ -1,4 +1,5 @@
-"""End-of-run report: trivial baselines, the MAE table, learning curves, bundle, summary."""
+"""End-of-run report: trivial baselines, the MAE tables (overall and by family), learning
+curves, bundle, summary."""
 
 from __future__ import annotations
 
@@ -59,6 +60,34 @@ def table(results: dict, base: dict) -> str:
     return "\n".join(lines)
 
 
+def family_table(split, model: Model, top: int = 10, key: str = "family") -> str:
+    """Markdown table of the ``top`` families (frames sharing ``info[key]``) of one split by
+    energy MAE, with the composition-model MAE and force MAE beside it: where the error is.
+    '' when the frames carry no family or no energy labels."""
+    from ..predict import predict_graphs
+
+    frames = [f for f in split.frames if f.info.get(key) is not None and f.energy is not None]
+    if not frames:
+        return ""
+    index = {id(f): i for i, f in enumerate(split.frames)}
+    graphs = [split.graphs[index[id(f)]] for f in frames]
+    preds = predict_graphs(graphs, model, task="ef", progress=False)
+    ref = np.asarray(model.params["reference_energy"], np.float64)
+    rows: dict[str, list] = {}
+    for f, p in zip(frames, preds, strict=True):
+        n, z = f.n_atoms, f.atoms.numbers
+        f_err = np.abs(p["forces"] - f.forces).mean() if f.forces is not None else np.nan
+        rows.setdefault(str(f.info[key]), []).append(
+            (abs(p["energy"] - f.energy) / n, abs(ref[z - 1].sum() - f.energy) / n, f_err))
+    ranked = sorted(rows.items(), key=lambda kv: -np.mean([r[0] for r in kv[1]]))[:top]
+    lines = [f"| {key} | frames | energy MAE (meV/atom) | composition model | forces MAE (meV/A) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, errs in ranked:
+        e, b, fe = (1000.0 * np.mean(col) for col in zip(*errs))
+        lines.append(f"| {name} | {len(errs)} | {e:.0f} | {b:.0f} | {fe:.0f} |")
+    return "\n".join(lines)
+
+
 def plot_curves(metrics_path: Path, png: Path) -> None:
     import matplotlib
 
@@ -88,13 +117,17 @@ def plot_curves(metrics_path: Path, png: Path) -> None:
 
 
 def finish_report(cfg: TrainConfig, model: Model, results: dict, base: dict, out: Path,
-                  train_minutes: float, compilations: int) -> dict:
+                  train_minutes: float, compilations: int, splits: dict | None = None) -> dict:
     path = bundle.save(model, out / "model.npz")
     if cfg.release:
         Path(cfg.release).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, Path(cfg.release).with_suffix(".tmp"))
         Path(cfg.release).with_suffix(".tmp").replace(cfg.release)
     md = table(results, base)
+    for name in ("val", "test"):
+        part = family_table(splits[name], model) if splits and name in splits else ""
+        if part:
+            md += f"\n\n{name.capitalize()}-split families with the largest energy error:\n\n{part}"
     (out / "results.md").write_text(md + "\n")
     if (out / "metrics.jsonl").exists():
         plot_curves(out / "metrics.jsonl", out / "learning_curves.png")
