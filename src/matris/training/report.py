@@ -17,6 +17,12 @@ UNITS = {"energy_mae": ("energy (meV/atom)", 1000.0), "forces_mae": ("forces (me
          "stress_mae": ("stress (GPa)", 1.0), "magmoms_mae": ("magmoms (muB)", 1.0)}
 
 
+def composition_error(ref: np.ndarray, frame) -> float:
+    """|E - sum_i ref[Z_i - 1]| / N (eV/atom): the composition model's error on one frame."""
+    z = frame.atoms.numbers
+    return abs(frame.energy - ref[z - 1].sum()) / len(z)
+
+
 def baselines(splits: dict, params) -> dict:
     """MAEs of trivial predictors per split: the composition model alone for energy, zero for
     forces and stress, the training mean for magmoms."""
@@ -27,8 +33,7 @@ def baselines(splits: dict, params) -> dict:
     for name, split in splits.items():
         e, f, s, m = [], [], [], []
         for fr in split.frames:
-            z = fr.atoms.numbers
-            e.append(abs(fr.energy - ref[z - 1].sum()) / len(z))
+            e.append(composition_error(ref, fr))
             if fr.forces is not None:
                 f.append(np.abs(fr.forces).mean())
             if fr.stress is not None:
@@ -75,10 +80,9 @@ def family_table(split, model: Model, top: int = 10, key: str = "family") -> str
     ref = np.asarray(model.params["reference_energy"], np.float64)
     rows: dict[str, list] = {}
     for f, p in zip(frames, preds, strict=True):
-        n, z = f.n_atoms, f.atoms.numbers
         f_err = np.abs(p["forces"] - f.forces).mean() if f.forces is not None else np.nan
         rows.setdefault(str(f.info[key]), []).append(
-            (abs(p["energy"] - f.energy) / n, abs(ref[z - 1].sum() - f.energy) / n, f_err))
+            (abs(p["energy"] - f.energy) / f.n_atoms, composition_error(ref, f), f_err))
     ranked = sorted(rows.items(), key=lambda kv: -np.mean([r[0] for r in kv[1]]))[:top]
     lines = [f"| {key} | frames | energy MAE (meV/atom) | composition model | forces MAE (meV/A) |",
              "|---|---:|---:|---:|---:|"]
