@@ -36,6 +36,7 @@ import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -48,14 +49,6 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 warnings.filterwarnings("ignore")
-
-import torch  # noqa: E402
-
-torch.set_num_threads(1)
-try:
-    torch.set_num_interop_threads(1)
-except RuntimeError:
-    pass
 
 import ase  # noqa: E402
 import ase.io  # noqa: E402
@@ -97,6 +90,7 @@ MAX_STRESS = 1.0  # eV/A^3 (160 GPa)
 MIN_DIST = 0.6  # A
 
 STRESS_CHECK_H = 1e-3
+ALWAYS_TRAIN_GROUPS = ("element",)  # elemental reference phases: never val/test
 
 # ----------------------------------------------------------------------------
 # helpers
@@ -112,10 +106,23 @@ def stable_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
 
 
+def single_thread_torch():
+    """torch limited to one thread (imported here: ``--resplit`` runs without torch)."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    return torch
+
+
 class Teacher:
     """SevenNet-0 (E, F, stress) + CHGNet 0.3.0 (magmoms), with call accounting."""
 
     def __init__(self) -> None:
+        single_thread_torch()
         from chgnet.model import CHGNet
         from sevenn.calculator import SevenNetCalculator
 
@@ -942,7 +949,11 @@ def reject_reason(fr: Frame) -> str | None:
 def assign_splits(frames: list[Frame], seed: int) -> dict[str, str]:
     """Family -> split.  Per prototype group ~10 % of families to val and ~10 % to
     test; Fe-Cr: one Fe-rich and one Cr-rich composition each to val and test.
-    A val/test family with an element that no train family contains goes to train."""
+    Elemental crystals (group "element") always go to train: they are the reference
+    states of formation energies, MPtrj holds every element's, and Matbench-Discovery
+    tests compounds only (the group's permutation is still drawn, so every other group's
+    split is what it was before this rule).  A val/test family with an element that no
+    train family contains goes to train."""
     rng = np.random.default_rng([seed, 7])
     fam_group: dict[str, str] = {}
     fam_elems: dict[str, set] = collections.defaultdict(set)
@@ -971,6 +982,8 @@ def assign_splits(frames: list[Frame], seed: int) -> dict[str, str]:
         n = len(fams)
         n_eval = int(round(0.1 * n)) if n >= 5 else 0
         n_eval = max(n_eval, 1) if n >= 5 else 0
+        if g in ALWAYS_TRAIN_GROUPS:
+            n_eval = 0
         for i, f in enumerate(perm):
             split[f] = "test" if i < n_eval else ("val" if i < 2 * n_eval else "train")
     # element coverage of train
@@ -1181,65 +1194,24 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def write_readme(path: Path, ctx: dict) -> None:
-    out_atoms = ctx["out_atoms"]
+def splits_section(out_atoms: list[Atoms]) -> list[str]:
+    """README lines from "## Splits" up to "## Atoms per frame" (everything that depends
+    on the split assignment)."""
     splits = ("train", "val", "test")
     by_split = {s: [a for a in out_atoms if a.info["split"] == s] for s in splits}
-    L = []
-    L.append("# `mptrj_like.extxyz.gz` - embedded MPtrj-like training set\n")
-    L.append(
-        "**This is NOT DFT.** Every label was predicted by universal machine-learning "
-        "potentials that were themselves trained on MPtrj (Materials Project PBE/PBE+U "
-        "relaxation trajectories). MPtrj itself (~1.6 M frames, several GB, download-only) "
-        "cannot be fetched on the project's machines and is far too large to ship; the "
-        "teachers' weights ship inside their pip wheels, so this file can be regenerated "
-        "offline. It stands in for MPtrj as a small, diverse, self-consistent (energy-conserving "
-        "forces, stress = strain derivative of the energy) data set with the same label set "
-        "(energy, forces, stress, magnetic moments) and the same kind of frames (relaxed "
-        "structures, relaxation-trajectory frames, strained/rattled/MD frames). Numbers "
-        "trained against it are *teacher-matching* numbers, not DFT accuracies.\n")
-    L.append("## Teachers and versions\n")
-    v = ctx["versions"]
-    L.append(md_table(["role", "model", "package"], [
-        ["energy (total, eV), forces (eV/A), stress (eV/A^3)",
-         "SevenNet-0 (`SevenNetCalculator(\"7net-0\")`, checkpoint SevenNet_0__11Jul2024)",
-         f"sevenn {v['sevenn']}"],
-        ["magnetic moments (muB, magnitudes)", "CHGNet 0.3.0 (`CHGNet.load()`, task `em`)",
-         f"chgnet {v['chgnet']}"],
-    ]))
-    L.append("")
-    L.append("Environment (own venv `.venv-teacher`, CPU only): " + ", ".join(
-        f"{k} {val}" for k, val in v.items()) + ".\n")
-    L.append("Checkpoint SHA-256:\n")
-    for k, h in ctx["checkpoints"].items():
-        L.append(f"- `{k}`: `{h}`")
-    L.append("")
-    L.append("## Format and units\n")
-    L.append(
-        "Extended XYZ (ASE `ase.io.write(format=\"extxyz\")`), gzip. No calculator is attached; "
-        "labels are stored under `REF_` keys so that readers do not mistake them for "
-        "calculator results:\n")
-    L.append(md_table(["key", "where", "meaning", "unit"], [
-        ["`REF_energy`", "info", "total energy as predicted by SevenNet-0 (the teacher's "
-         "MPtrj energy reference, not a formation energy)", "eV"],
-        ["`REF_forces`", "arrays [n,3]", "forces", "eV/A"],
-        ["`REF_stress`", "info, 9 floats", "stress, row-major 3x3, ASE sign "
-         "(positive = tensile; sigma = (1/V) dE/d(eps))", "eV/A^3"],
-        ["`REF_magmoms`", "arrays [n]", "magnetic moment magnitudes (CHGNet 0.3.0)", "muB"],
-        ["`family`", "info", "prototype:formula, e.g. `rocksalt:MgO`, `fecr:Fe0.80Cr0.20`", ""],
-        ["`split`", "info", "`train` / `val` / `test` (by family)", ""],
-        ["`kind`", "info", "how the frame was made (see below)", ""],
-        ["`frame_id`", "info", "index of the frame in the file (0-based)", ""],
-    ]))
-    L.append("\nAll frames are periodic (pbc = True) with a full cell. 1 eV/A^3 = 160.2177 GPa.\n")
+    L: list[str] = []
     L.append("## Splits\n")
     L.append(
         "Splits are by **family** (prototype + composition), never by frame, so val/test "
         "measure generalisation to unseen structures/compositions rather than to rattled "
         "copies of training frames. Within each prototype group ~10 % of the families go to "
-        "val and ~10 % to test; families whose elements would not occur in train are moved "
-        "to train. Fe-Cr: one Fe-rich and one Cr-rich composition each in val and test, all "
-        "other compositions in train.\n")
+        "val and ~10 % to test; elemental crystals (group `element`, the reference states of "
+        "formation energies, all present in MPtrj) are always in train; families whose "
+        "elements would not occur in train are moved to train. Fe-Cr: one Fe-rich and one "
+        "Cr-rich composition each in val and test, all other compositions in train. (The "
+        "rule for elemental crystals dates from 2026-11-27; before, 11 of them were in val or "
+        "test. `make_dataset.py --resplit` reapplies the rule to the file without the "
+        "teachers.)\n")
     rows = []
     for s in splits:
         fr = by_split[s]
@@ -1298,6 +1270,59 @@ def write_readme(path: Path, ctx: dict) -> None:
     fecr_frac = sum(1 for a in out_atoms if a.info["family"].startswith("fecr")) / len(out_atoms)
     L.append(f"Fe-Cr random bcc alloys (Cr fraction {FECR_X[0]}..{FECR_X[-1]}, 15-54 atoms, with "
              f"and without a vacancy) are {fecr_frac:.1%} of the frames.\n")
+    return L
+
+
+def write_readme(path: Path, ctx: dict) -> None:
+    out_atoms = ctx["out_atoms"]
+    L = []
+    L.append("# `mptrj_like.extxyz.gz` - embedded MPtrj-like training set\n")
+    L.append(
+        "**This is NOT DFT.** Every label was predicted by universal machine-learning "
+        "potentials that were themselves trained on MPtrj (Materials Project PBE/PBE+U "
+        "relaxation trajectories). MPtrj itself (~1.6 M frames, several GB, download-only) "
+        "cannot be fetched on the project's machines and is far too large to ship; the "
+        "teachers' weights ship inside their pip wheels, so this file can be regenerated "
+        "offline. It stands in for MPtrj as a small, diverse, self-consistent (energy-conserving "
+        "forces, stress = strain derivative of the energy) data set with the same label set "
+        "(energy, forces, stress, magnetic moments) and the same kind of frames (relaxed "
+        "structures, relaxation-trajectory frames, strained/rattled/MD frames). Numbers "
+        "trained against it are *teacher-matching* numbers, not DFT accuracies.\n")
+    L.append("## Teachers and versions\n")
+    v = ctx["versions"]
+    L.append(md_table(["role", "model", "package"], [
+        ["energy (total, eV), forces (eV/A), stress (eV/A^3)",
+         "SevenNet-0 (`SevenNetCalculator(\"7net-0\")`, checkpoint SevenNet_0__11Jul2024)",
+         f"sevenn {v['sevenn']}"],
+        ["magnetic moments (muB, magnitudes)", "CHGNet 0.3.0 (`CHGNet.load()`, task `em`)",
+         f"chgnet {v['chgnet']}"],
+    ]))
+    L.append("")
+    L.append("Environment (own venv `.venv-teacher`, CPU only): " + ", ".join(
+        f"{k} {val}" for k, val in v.items()) + ".\n")
+    L.append("Checkpoint SHA-256:\n")
+    for k, h in ctx["checkpoints"].items():
+        L.append(f"- `{k}`: `{h}`")
+    L.append("")
+    L.append("## Format and units\n")
+    L.append(
+        "Extended XYZ (ASE `ase.io.write(format=\"extxyz\")`), gzip. No calculator is attached; "
+        "labels are stored under `REF_` keys so that readers do not mistake them for "
+        "calculator results:\n")
+    L.append(md_table(["key", "where", "meaning", "unit"], [
+        ["`REF_energy`", "info", "total energy as predicted by SevenNet-0 (the teacher's "
+         "MPtrj energy reference, not a formation energy)", "eV"],
+        ["`REF_forces`", "arrays [n,3]", "forces", "eV/A"],
+        ["`REF_stress`", "info, 9 floats", "stress, row-major 3x3, ASE sign "
+         "(positive = tensile; sigma = (1/V) dE/d(eps))", "eV/A^3"],
+        ["`REF_magmoms`", "arrays [n]", "magnetic moment magnitudes (CHGNet 0.3.0)", "muB"],
+        ["`family`", "info", "prototype:formula, e.g. `rocksalt:MgO`, `fecr:Fe0.80Cr0.20`", ""],
+        ["`split`", "info", "`train` / `val` / `test` (by family)", ""],
+        ["`kind`", "info", "how the frame was made (see below)", ""],
+        ["`frame_id`", "info", "index of the frame in the file (0-based)", ""],
+    ]))
+    L.append("\nAll frames are periodic (pbc = True) with a full cell. 1 eV/A^3 = 160.2177 GPa.\n")
+    L += splits_section(out_atoms)
     L.append("## Atoms per frame\n")
     nat = np.array([len(a) for a in out_atoms])
     L.append(f"min {nat.min()}, max {nat.max()}, mean {nat.mean():.1f}, median "
@@ -1387,6 +1412,35 @@ def write_readme(path: Path, ctx: dict) -> None:
 # ----------------------------------------------------------------------------
 
 
+def resplit(outdir: Path, seed: int) -> None:
+    """Reassign ``split`` in OUTDIR/mptrj_like.extxyz.gz with `assign_splits` (labels and
+    frame order unchanged) and rewrite the split section and file line of its README."""
+    path = outdir / "mptrj_like.extxyz.gz"
+    atoms = ase.io.read(path, ":")
+    frames = [Frame(a, 0.0, None, None, a.info["kind"], a.info["family"],
+                    a.info["family"].split(":")[0]) for a in atoms]
+    split = assign_splits(frames, seed)
+    moved = collections.Counter()
+    for a in atoms:
+        new = split[a.info["family"]]
+        if new != a.info["split"]:
+            moved[(a.info["family"], a.info["split"], new)] += 1
+        a.info["split"] = new
+    for (fam, old, new), n in sorted(moved.items()):
+        log(f"  {fam}: {old} -> {new} ({n} frames)")
+    write_extxyz_gz(path, atoms)
+    readme = outdir / "README.md"
+    text = readme.read_text()
+    head, rest = text.split("## Splits\n", 1)
+    _, tail = rest.split("## Atoms per frame\n", 1)
+    text = head + "\n".join(splits_section(atoms)) + "\n## Atoms per frame\n" + tail
+    size, digest = path.stat().st_size / 1e6, sha256(path)
+    text = re.sub(r"File: `mptrj_like.extxyz.gz`, [0-9.]+ MB, SHA-256 `[0-9a-f]+`",
+                  f"File: `mptrj_like.extxyz.gz`, {size:.2f} MB, SHA-256 `{digest}`", text)
+    readme.write_text(text)
+    log(f"rewrote {path} and {readme}: {sum(moved.values())} frames changed split")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1394,10 +1448,16 @@ def main() -> None:
     ap.add_argument("--outdir", type=Path, default=REPO / "data")
     ap.add_argument("--pilot", type=int, default=0,
                     help="only the first K families per group and K Fe-Cr compositions")
+    ap.add_argument("--resplit", action="store_true",
+                    help="only reapply the split rule to OUTDIR's existing file (no teacher, "
+                         "labels untouched) and update the split tables of its README")
     args = ap.parse_args()
+    if args.resplit:
+        resplit(args.outdir, args.seed)
+        return
     t_start = time.time()
     args.outdir.mkdir(parents=True, exist_ok=True)
-    log(f"torch threads {torch.get_num_threads()}; loading teachers")
+    log(f"torch threads {single_thread_torch().get_num_threads()}; loading teachers")
     teacher = Teacher()
     covered = sorted({chemical_symbols[z] for z in teacher.calc.type_map},
                      key=lambda s: atomic_numbers[s])

@@ -98,6 +98,16 @@ def test_splits_are_family_disjoint(frames):
     assert fecr == set(SPLITS)
 
 
+def test_elemental_crystals_are_train_and_val_test_elements_seen(frames):
+    """Every element's elemental crystal is a training frame (the reference states of
+    formation energies, as in MPtrj); every element of val/test occurs in train."""
+    elemental = {a.info["split"] for a in frames if len(set(a.numbers)) == 1}
+    assert elemental == {"train"}
+    train_z = {z for a in frames if a.info["split"] == "train" for z in a.numbers}
+    other_z = {z for a in frames if a.info["split"] != "train" for z in a.numbers}
+    assert other_z <= train_z, sorted(other_z - train_z)
+
+
 def test_metadata(frames):
     ids = [int(a.info["frame_id"]) for a in frames]
     assert ids == list(range(len(frames)))
