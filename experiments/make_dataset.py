@@ -18,7 +18,9 @@ Run it in the teacher venv (never in the main venv), with ONE thread::
         experiments/make_dataset.py --seed 20240711
 
 ``--pilot K`` generates only the first K families of every prototype group (and
-K Fe-Cr compositions) into ``--outdir`` to measure the per-frame cost.
+K Fe-Cr compositions) into ``--outdir`` to measure the per-frame cost.  ``--resplit``
+reapplies the split rule to an existing file.  The shipped file also holds the
+element-substituted train families that ``experiments/substitute_dataset.py`` appends.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ MAX_STRESS = 1.0  # eV/A^3 (160 GPa)
 MIN_DIST = 0.6  # A
 
 STRESS_CHECK_H = 1e-3
-ALWAYS_TRAIN_GROUPS = ("element", "substituted")  # never val/test (see assign_splits)
+ALWAYS_TRAIN_GROUPS = ("element",)  # never val/test (see assign_splits)
+# groups appended after generation (experiments/substitute_dataset.py): train, and no random
+# draw, so the base groups keep their splits
+SUPPLEMENT_GROUPS = ("substituted",)
 
 # ----------------------------------------------------------------------------
 # helpers
@@ -986,6 +991,9 @@ def assign_splits(frames: list[Frame], seed: int) -> dict[str, str]:
                     split[pool[pick[0]]] = "val"
                     split[pool[pick[1]]] = "test"
             continue
+        if g in SUPPLEMENT_GROUPS:
+            split.update({f: "train" for f in fams})
+            continue
         perm = [fams[i] for i in rng.permutation(len(fams))]
         n = len(fams)
         n_eval = int(round(0.1 * n)) if n >= 5 else 0
@@ -1178,6 +1186,18 @@ def versions() -> dict:
         except Exception:
             out[p] = "n/a"
     return out
+
+
+def teacher_setup_commands() -> list[str]:
+    """Shell lines that build the teacher venv (the README's "How it was made")."""
+    v = versions()
+    return [
+        "python3 -m venv .venv-teacher",
+        ".venv-teacher/bin/pip install torch==2.13.0   # CPU wheel",
+        "echo 'torch==2.13.0' > /tmp/teacher-constraints.txt",
+        ".venv-teacher/bin/pip install -c /tmp/teacher-constraints.txt "
+        f"sevenn=={v['sevenn']} chgnet=={v['chgnet']}",
+    ]
 
 
 def checkpoints() -> dict:
@@ -1575,13 +1595,7 @@ def main() -> None:
         out_atoms=out_atoms, versions=versions(), checkpoints=checkpoints(),
         skipped_elements=skipped, guessed_elements=guessed, rejected=rejected,
         failed_families=failed, stress_entries=entries,
-        setup_cmds=[
-            "python3 -m venv .venv-teacher",
-            ".venv-teacher/bin/pip install torch==2.13.0   # CPU wheel",
-            "echo 'torch==2.13.0' > /tmp/teacher-constraints.txt",
-            ".venv-teacher/bin/pip install -c /tmp/teacher-constraints.txt "
-            f"sevenn=={versions()['sevenn']} chgnet=={versions()['chgnet']}",
-        ],
+        setup_cmds=teacher_setup_commands(),
         command="OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv-teacher/bin/python "
                 f"{script_rel} " + " ".join(cmd_args),
         wall_s=wall, n_calls=teacher.n_calls, n_atoms_eval=teacher.n_atoms_evaluated,

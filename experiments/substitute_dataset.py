@@ -221,13 +221,7 @@ def update_readme(outdir: Path, atoms, covered, n_fam, n_frames, rejected, faile
         out_atoms=atoms, versions=md.versions(), checkpoints=md.checkpoints(),
         skipped_elements=skipped, guessed_elements=guessed, rejected=rejected,
         failed_families=failed, stress_entries=sc,
-        setup_cmds=[
-            "python3 -m venv .venv-teacher",
-            ".venv-teacher/bin/pip install torch==2.13.0   # CPU wheel",
-            "echo 'torch==2.13.0' > /tmp/teacher-constraints.txt",
-            ".venv-teacher/bin/pip install -c /tmp/teacher-constraints.txt "
-            f"sevenn=={md.versions()['sevenn']} chgnet=={md.versions()['chgnet']}",
-        ],
+        setup_cmds=md.teacher_setup_commands(),
         command=base_cmd + "\n.venv-teacher/bin/python experiments/substitute_dataset.py " + extra,
         generation=(base_line.replace("Generation:", "Generation of the base set:", 1) + "\n\n"
                     f"Substituted families (`experiments/substitute_dataset.py`, "
