@@ -87,12 +87,10 @@ def substituted_spec(template: md.FamilySpec, old: str, new: str) -> md.FamilySp
         sym = [new if s == old else s for s in a.get_chemical_symbols()]
         r0 = np.mean([md.r_cov(s) for s in a.get_chemical_symbols()])
         r1 = np.mean([md.r_cov(s) for s in sym])
-        out = Atoms(sym, scaled_positions=a.get_scaled_positions(), cell=a.cell[:] * (r1 / r0),
-                    pbc=True)
-        return out
+        return Atoms(sym, scaled_positions=a.get_scaled_positions(),
+                     cell=a.cell[:] * (r1 / r0), pbc=True)
 
-    return md.FamilySpec(GROUP, name, build, elements=tuple(sorted(set(template.elements) - {old}
-                                                                   | {new})))
+    return md.FamilySpec(GROUP, name, build)
 
 
 def plan(atoms: list[Atoms], seed: int, covered: set[str]) -> list[tuple[str, str, str]]:
