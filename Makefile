@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed-stamp
-TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=2 OPENBLAS_NUM_THREADS=1
+# tests/conftest.py sets XLA_FLAGS (two forced CPU devices, fast compiles) unless given here
+TEST_ENV := OPENBLAS_NUM_THREADS=1
 CONFIG ?= experiments/default.yaml
 # 2 MiB pages for XLA's large per-call buffers (src/matris/runtime.py): fewer page faults,
 # 15-20 % faster force calls and training steps on CPU.  Harmless where unsupported.
@@ -39,7 +40,7 @@ $(REF_STAMP): tests/reference/setup_ref_env.sh
 ref-env: $(REF_STAMP)
 
 test: venv ref-env
-	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" -q --durations=15
 
 test-all: venv ref-env
 	$(TEST_ENV) $(PY) -m pytest -q

@@ -92,6 +92,7 @@ def test_abstract_batch_scales_every_level():
     assert abstract.graph_mask.shape == (new[4],)
 
 
+@pytest.mark.slow
 def test_dense_baseline_runs_and_is_finite():
     import dense_attention
 

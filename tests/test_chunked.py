@@ -24,7 +24,8 @@ def test_chunk_layout_covers_rows():
     np.testing.assert_array_equal(from_chunks(xs["x"], 7), x)
 
 
-@pytest.mark.parametrize("preset,smooth,remat", [("tiny", True, True), ("official", False, False)])
+@pytest.mark.parametrize("preset,smooth,remat", [
+    ("tiny", True, True), pytest.param("official", False, False, marks=pytest.mark.slow)])
 def test_chunked_equals_whole(preset, smooth, remat):
     """Energies, forces, stress and magmoms of a padded batch of five structures (both graphs
     chunked; with and without rematerialised blocks) equal the unchunked model's."""
@@ -67,6 +68,7 @@ def test_chunked_training_gradient():
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_chunked_config_initialises_the_same_parameters():
     """Initialisation runs the unchunked modules, so a chunked config has the same parameter
     tree and values (bundles and converted checkpoints load into either)."""

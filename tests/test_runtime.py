@@ -119,3 +119,16 @@ def test_memory_freed_into_a_kept_heap_counts_as_available():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert int(out.split()[-1]) >= 200_000_000
+
+
+def test_keep_xla_flags_leaves_them_as_given(monkeypatch):
+    """MATRIS_KEEP_XLA_FLAGS: a narrow model adds nothing to XLA_FLAGS (without it, it would)."""
+    from matris.config import get_config
+    from matris.runtime import KEEP_XLA_FLAGS, narrow_model_flags, tune_xla_for_model
+
+    flags = "--xla_force_host_platform_device_count=2"
+    assert narrow_model_flags(flags, 32) != flags
+    monkeypatch.setenv("XLA_FLAGS", flags)
+    monkeypatch.setenv(KEEP_XLA_FLAGS, "1")
+    assert tune_xla_for_model(get_config("tiny"))
+    assert os.environ["XLA_FLAGS"] == flags

@@ -136,6 +136,7 @@ def test_two_devices_equal_one_device(data_file):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_late_loss_stage_switches_weights_at_its_step(data_file):
     """loss.late replaces the weights for the last late_fraction of the steps, without a
     second compilation; a bad late key is refused by name."""
@@ -164,23 +165,24 @@ def test_late_loss_stage_switches_weights_at_its_step(data_file):
 
 
 def _launch(config_path: Path, cache: Path, *extra):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
+    # the parent's XLA_FLAGS exactly (no narrow-model flags added): the resume test compares
+    # against a run made in this process, so both must compile the same code
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), MATRIS_KEEP_XLA_FLAGS="1",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONPATH=str(ROOT / "src"))
     return subprocess.Popen([sys.executable, "-m", "matris.training", str(config_path), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def test_sigkill_then_resume_matches_uninterrupted(data_file, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted(data_file, trained, tmp_path):
+    """A run killed (SIGKILL) after its second checkpoint and started again resumes and ends
+    with the parameters of the same config run without interruption (the `trained` run,
+    in-process: same code path, deterministic on CPU)."""
+    straight, _ = trained
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax-cache"))
-    paths = {}
-    for name in ("straight", "killed"):
-        cfg = run_config(data_file, tmp_path / name, optim={"epochs": 4})
-        paths[name] = tmp_path / f"{name}.yaml"
-        paths[name].write_text(yaml.safe_dump(cfg))
-    straight = _launch(paths["straight"], cache)
-    assert straight.wait(timeout=600) == 0, straight.stdout.read().decode()[-3000:]
-    killed = _launch(paths["killed"], cache)
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump(run_config(data_file, tmp_path / "killed")))
+    killed = _launch(config, cache)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline:  # kill once two whole checkpoints exist, mid-run
@@ -192,11 +194,11 @@ def test_sigkill_then_resume_matches_uninterrupted(data_file, tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert not (tmp_path / "killed" / "model.npz").exists()
-    resumed = _launch(paths["killed"], cache)
+    resumed = _launch(config, cache)
     log = resumed.communicate(timeout=600)[0].decode()
     assert resumed.returncode == 0, log[-3000:]
     assert "resumed from" in log
-    a = matris.load(tmp_path / "straight" / "model.npz")
+    a = matris.load(straight / "model.npz")
     b = matris.load(tmp_path / "killed" / "model.npz")
     for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
         np.testing.assert_allclose(x, y, atol=1e-6, rtol=1e-6)

@@ -47,6 +47,7 @@ NARROW_WIDTH = 64
 # XLA aborts on flags it does not know; the fusion-type flag is verified with jaxlib 0.10.
 YNN_MIN_JAXLIB = (0, 10)
 NO_REEXEC = "MATRIS_NO_REEXEC"  # set to any value to keep the process as started
+KEEP_XLA_FLAGS = "MATRIS_KEEP_XLA_FLAGS"  # set to any value: XLA_FLAGS used exactly as given
 _KEEP_HEAP = ("glibc.malloc.arena_max=1", "glibc.malloc.mmap_max=0",
               "glibc.malloc.trim_threshold=68719476736")
 MALLOC_TUNABLES = {
@@ -125,10 +126,14 @@ def tune_xla_for_model(config) -> bool:
     """Set XLA_FLAGS for a model (a MatRISConfig; see `narrow_model_flags`) if JAX's backends
     are not yet initialised (flags are read once, at initialisation) and jaxlib is at least
     YNN_MIN_JAXLIB (older ones may abort on the unknown flag; they keep XLA's defaults).
-    Returns whether the flags now in effect are the ones this model asks for."""
+    Returns whether the flags now in effect are the ones this model asks for.  With
+    MATRIS_KEEP_XLA_FLAGS set, XLA_FLAGS stay as given (e.g. to compile exactly as another
+    process did) and this returns True."""
     import jaxlib
     from jax._src import xla_bridge
 
+    if os.environ.get(KEEP_XLA_FLAGS):
+        return True
     current = os.environ.get("XLA_FLAGS", "")
     version = tuple(int(re.match(r"\d*", p).group() or 0)
                     for p in jaxlib.__version__.split(".")[:2])
