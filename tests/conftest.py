@@ -11,9 +11,10 @@ from pathlib import Path
 
 # Two forced CPU devices, and XLA compiling for speed of compilation: the suite is dominated
 # by XLA compiling small programs (measured on the 2-core dev VM, jaxlib 0.10.2: the training
-# step of a 1-block model 31 s -> 11 s, a force call 8.2 s -> 1.8 s).  The flags change how fast the compiled code runs, not what
-# it computes.  XLA aborts on flags it does not know, so they are set only for the jaxlib
-# minor version they were checked with.  An XLA_FLAGS already in the environment is kept.
+# step of a 1-block model 31 s -> 11 s, a force call 8.2 s -> 1.8 s).  The flags change how
+# fast the compiled code runs, not what it computes.  XLA aborts on flags it does not know,
+# so they are set only for the jaxlib minor version they were checked with.  An XLA_FLAGS
+# already in the environment is kept.
 DEVICES_FLAG = "--xla_force_host_platform_device_count=2"
 FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
                       "--xla_cpu_parallel_codegen_split_count=1")
