@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed-stamp
-# tests/conftest.py sets XLA_FLAGS (two forced CPU devices, fast compiles) unless given here
+# tests/conftest.py sets XLA_FLAGS (two forced CPU devices, fast compiles) unless already set
 TEST_ENV := OPENBLAS_NUM_THREADS=1
 CONFIG ?= experiments/default.yaml
 # 2 MiB pages for XLA's large per-call buffers (src/matris/runtime.py): fewer page faults,
