@@ -52,6 +52,13 @@ def _text(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
+def _umask() -> int:
+    """The process umask (read by setting it and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(model: Model, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (a ``.npz`` bundle), atomically.  Returns the path."""
     path = Path(path)
@@ -66,6 +73,7 @@ def save(model: Model, path: str | os.PathLike) -> Path:
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,45 @@
+"""Every model shipped in src/matris/models/ loads by name and is what its experiments config
+says it is (architecture, name), and readable by every user of the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import matris
+from matris.bundle import MODELS_DIR
+from matris.training.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPING = [p for p in sorted((ROOT / "experiments").glob("*.yaml"))
+            if str(load_config(p).release).startswith("src/matris/models/")]
+
+
+def test_every_shipped_bundle_has_a_config():
+    written = {Path(load_config(p).release).name for p in SHIPPING}
+    assert {p.name for p in MODELS_DIR.glob("*.npz")} <= written
+
+
+@pytest.mark.parametrize("config_path", SHIPPING, ids=lambda p: p.stem)
+def test_shipped_bundle_matches_its_config(config_path):
+    cfg = load_config(config_path)
+    bundle = ROOT / cfg.release
+    if not bundle.exists():
+        pytest.skip(f"{bundle.name} not trained yet")
+    model = matris.load(bundle.stem)  # by name, as users load it
+    expected = matris.get_config(cfg.model.preset, **cfg.model.overrides)
+    assert model.config == expected
+    assert model.metadata.get("name") == cfg.name
+    assert bundle.stat().st_mode & 0o044 == 0o044, "bundle not readable by group/others"
+
+
+def test_saved_bundle_follows_the_umask(tmp_path):
+    model = matris.load()
+    old = os.umask(0o022)
+    try:
+        path = matris.save(model, tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
