@@ -1,5 +1,5 @@
 """Every model shipped in src/matris/models/ loads by name and is what its experiments config
-says it is (architecture, name), and readable by every user of the checkout."""
+says it is (architecture, name); bundles are written with the umask's permissions."""
 
 from __future__ import annotations
 
@@ -32,14 +32,16 @@ def test_shipped_bundle_matches_its_config(config_path):
     expected = matris.get_config(cfg.model.preset, **cfg.model.overrides)
     assert model.config == expected
     assert model.metadata.get("name") == cfg.name
-    assert bundle.stat().st_mode & 0o044 == 0o044, "bundle not readable by group/others"
 
 
-def test_saved_bundle_follows_the_umask(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_bundle_follows_the_umask(tmp_path, umask):
     model = matris.load()
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         path = matris.save(model, tmp_path / "m.npz")
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
+    assert matris.load(path).metadata == model.metadata

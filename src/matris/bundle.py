@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,6 @@ def _text(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save(model: Model, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (a ``.npz`` bundle), atomically.  Returns the path."""
     path = Path(path)
@@ -67,13 +60,15 @@ def save(model: Model, path: str | os.PathLike) -> Path:
     arrays["__format__"] = _text(FORMAT)
     arrays["__config__"] = _text(json.dumps(model.config.to_dict()))
     arrays["__metadata__"] = _text(json.dumps(model.metadata, default=str))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A fresh name created at 0666 (the umask applies, as for any new file; mkstemp would
+    # make it 0600, readable by its owner only).
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
