@@ -63,7 +63,8 @@ def prepare(spec: dict):
                                                   **spec["overrides"]})
     matris_runtime.tune_xla_for_model(model_cfg)  # what `matris train` does (before jax starts)
     t0 = time.perf_counter()
-    splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
+    splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed,
+                         model_cfg.symmetric_angles)
     data_s = time.perf_counter() - t0
     mesh = make_mesh(spec["devices"])
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)

@@ -81,12 +81,12 @@ def main(argv=None) -> None:
     import jax
 
     from matris.config import get_config
-    from matris.graph import budgets_for, build_graph, pack
+    from matris.graph import budgets_for, graph_for, pack
     from matris.potential import init_params, make_predictor
 
     cfg = get_config(args.preset, remat=args.remat, remat_save_dots=args.save_dots)
     atoms = systems.make(args.system, args.atoms)
-    graph = build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff)
+    graph = graph_for(atoms, cfg)
     batch, _ = pack([graph], budgets_for([graph]))
     params = init_params(cfg, batch)
     fn = make_predictor(cfg, args.task)

@@ -82,11 +82,11 @@ def graph_record(spec, cfg, n):
     """Build the graph of one structure; (record, padded device batch)."""
     import jax
 
-    from matris.graph import budgets_for, build_graph, pack
+    from matris.graph import budgets_for, graph_for, pack
 
     atoms = systems.read_structure(spec["structures"], spec["system"], n)
     t0 = time.perf_counter()
-    graph = build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff)
+    graph = graph_for(atoms, cfg)
     t_graph = time.perf_counter() - t0
     budgets = budgets_for([graph])
     batch, _ = pack([graph], budgets)

@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from matris import get_config, init_params, make_predictor
-from matris.graph import Budgets, build_graph, pack
+from matris.graph import Budgets, graph_for, pack
 
 BUDGET = Budgets(atoms=72, edges=6144, bonds=3072, angles=16384, graphs=5)
 
@@ -40,7 +40,7 @@ def structures() -> dict[str, Atoms]:
 def setup(preset: str = "tiny", dtype: str = "float64", seed: int = 0, **overrides):
     """(config, perturbed params, jitted predictor) for a preset."""
     cfg = get_config(preset, dtype=dtype, **overrides)
-    graph = build_graph(bulk("Si", "diamond", a=5.43), cfg.cutoff, cfg.three_body_cutoff)
+    graph = graph_for(bulk("Si", "diamond", a=5.43), cfg)
     batch, _ = pack([graph], BUDGET)
     params = perturb(init_params(cfg, batch, seed), seed)
     return cfg, params, jax.jit(make_predictor(cfg, "efsm"))
@@ -48,6 +48,6 @@ def setup(preset: str = "tiny", dtype: str = "float64", seed: int = 0, **overrid
 
 def predict(cfg, params, fn, atoms_list, budgets: Budgets = BUDGET) -> dict:
     """Predictions for a list of structures in one padded batch, as numpy."""
-    graphs = [build_graph(a, cfg.cutoff, cfg.three_body_cutoff) for a in atoms_list]
+    graphs = [graph_for(a, cfg) for a in atoms_list]
     batch, _ = pack(graphs, budgets, dtype=np.dtype(cfg.dtype))
     return {k: np.asarray(v) for k, v in fn(params, batch).items()}, batch

@@ -81,9 +81,9 @@ def expected_shapes(config: MatRISConfig) -> dict[str, tuple[int, ...]]:
     """Flat parameter names and shapes that ``config`` defines (traced, nothing computed)."""
     from ase.build import bulk
 
-    from .graph import budgets_for, build_graph, pack
+    from .graph import budgets_for, graph_for, pack
 
-    graph = build_graph(bulk("Si", "diamond", a=5.43), config.cutoff, config.three_body_cutoff)
+    graph = graph_for(bulk("Si", "diamond", a=5.43), config)
     batch, _ = pack([graph], budgets_for([graph]))
     shapes = jax.eval_shape(lambda: init_params(config, batch))
     return {k: tuple(v.shape) for k, v in flatten(shapes).items()}

@@ -22,7 +22,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import compile_cache
 from .config import MatRISConfig
-from .graph import Budgets, GraphBatch, StructureGraph, budgets_for, build_graph, pack
+from .graph import Budgets, GraphBatch, StructureGraph, budgets_for, graph_for, pack
 from .graph.batch import graph_sizes
 from .potential import Model, check_task, make_predictor
 from .runtime import heap_free_bytes, heap_kept
@@ -263,7 +263,7 @@ class MatRISCalculator(Calculator):
 
     def graph(self, atoms: ase.Atoms) -> StructureGraph:
         cfg = self.model.config
-        return build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff, label="MatRISCalculator")
+        return graph_for(atoms, cfg, label="MatRISCalculator")
 
     def predict_graph(self, graph: StructureGraph) -> dict[str, np.ndarray]:
         """Batched outputs for one structure, growing the budgets if it does not fit."""

@@ -42,6 +42,12 @@ class MatRISConfig:
     fixed element descriptors (period, group, block, valence electrons, radius, ...;
     `matris.nn.elements`) to the atom embedding, so rarely seen elements borrow from their
     neighbours in the periodic table (our addition; off in the official presets).
+    symmetric_angles: one line-graph row per unordered pair of bonds at a centre instead of
+    one per ordered pair, with the two bond pieces of the line-graph MLPs sharing one kernel
+    and each row's message going to both of its bonds (our addition, for new models).  This is
+    exactly the ordered model with tied bond kernels (`matris.nn.symmetric`): half the angle
+    rows, so about half the per-angle work.  Graphs must be built with the same setting
+    (`matris.graph.graph_for`).
     dtype: compute dtype.
     """
 
@@ -68,6 +74,7 @@ class MatRISConfig:
     scan_blocks: bool = False
     chunk_rows: int = 0
     element_features: bool = False
+    symmetric_angles: bool = False
     dtype: str = "float32"
 
     def __post_init__(self) -> None:

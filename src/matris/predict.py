@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .calculator import compiled_predictor, device_params, resolve_model, structure_results
 from .data.extxyz import read_structures
-from .graph import Budgets, StructureGraph, as_atoms, budgets_for, build_graph, iterate_batches
+from .graph import Budgets, StructureGraph, as_atoms, budgets_for, graph_for, iterate_batches
 from .graph import pack as pack_graphs
 from .graph.batch import graph_sizes
 from .potential import Model
@@ -34,8 +34,7 @@ def build_graphs(atoms_list: Sequence[ase.Atoms], model: Model,
     """Validated graphs at the model's cutoffs; errors name the structure."""
     cfg = model.config
     labels = labels or [f"structure {k}" for k in range(len(atoms_list))]
-    return [build_graph(a, cfg.cutoff, cfg.three_body_cutoff, label)
-            for a, label in zip(atoms_list, labels, strict=True)]
+    return [graph_for(a, cfg, label) for a, label in zip(atoms_list, labels, strict=True)]
 
 
 def inference_budgets(graphs: Sequence[StructureGraph], batch_size: int = DEFAULT_BATCH_SIZE,

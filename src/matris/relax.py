@@ -35,7 +35,7 @@ from .calculator import (
     resolve_model,
     structure_results,
 )
-from .graph import Budgets, as_atoms, build_graph, pack
+from .graph import Budgets, as_atoms, graph_for, pack
 from .graph.batch import graph_sizes
 from .potential import Model
 from .predict import inference_budgets
@@ -223,8 +223,7 @@ class BatchRelaxer:
         pulled closer than 0.1 A): that structure stops, the others go on."""
         cfg = self.model.config
         try:
-            return build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff,
-                               f"structure {job.index}"), None
+            return graph_for(atoms, cfg, f"structure {job.index}"), None
         except ValueError as err:
             return None, str(err)
 
@@ -291,8 +290,7 @@ class BatchRelaxer:
         """Relax all structures; results in input order.  Every structure is validated first."""
         atoms_list = [as_atoms(s) for s in structures]
         cfg = self.model.config
-        graphs = [build_graph(a, cfg.cutoff, cfg.three_body_cutoff, f"structure {k}")
-                  for k, a in enumerate(atoms_list)]
+        graphs = [graph_for(a, cfg, f"structure {k}") for k, a in enumerate(atoms_list)]
         if not graphs:
             return []
         sizes = graph_sizes(graphs)

@@ -75,9 +75,10 @@ class Dataset:
 
     def __init__(self, frames: Sequence[Frame], cutoff: float = 6.0,
                  three_body_cutoff: float = 4.0, _cache: dict | None = None,
-                 _ids: Sequence[int] | None = None):
+                 _ids: Sequence[int] | None = None, symmetric_angles: bool = False):
         self.frames = list(frames)
         self.cutoff, self.three_body_cutoff = float(cutoff), float(three_body_cutoff)
+        self.symmetric_angles = bool(symmetric_angles)
         self._cache = {} if _cache is None else _cache
         self._ids = list(range(len(self.frames))) if _ids is None else list(_ids)
 
@@ -100,10 +101,11 @@ class Dataset:
         """Graph of frame i (built once per cutoff pair, labelled by the frame's source)."""
         rc = self.cutoff if cutoff is None else float(cutoff)
         r3 = self.three_body_cutoff if three_body_cutoff is None else float(three_body_cutoff)
-        key = (self._ids[i], rc, r3)
+        key = (self._ids[i], rc, r3, self.symmetric_angles)
         if key not in self._cache:
             frame = self.frames[i]
-            self._cache[key] = build_graph(frame.atoms, rc, r3, label=frame.source)
+            self._cache[key] = build_graph(frame.atoms, rc, r3, frame.source,
+                                           self.symmetric_angles)
         return self._cache[key]
 
     def graphs(self, cutoff: float | None = None,
@@ -114,7 +116,7 @@ class Dataset:
         """Dataset of the given frames, sharing this one's graph cache."""
         indices = [int(i) for i in indices]
         return Dataset([self.frames[i] for i in indices], self.cutoff, self.three_body_cutoff,
-                       self._cache, [self._ids[i] for i in indices])
+                       self._cache, [self._ids[i] for i in indices], self.symmetric_angles)
 
     def groups(self) -> np.ndarray:
         """[S] int group id: frames with equal info["family"] share one, others are alone."""

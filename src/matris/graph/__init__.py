@@ -19,6 +19,7 @@ from .neighbors import (
     as_atoms,
     atom_graph,
     build_graph,
+    graph_for,
     check_image_count,
     check_min_distance,
     edge_vectors,
@@ -30,7 +31,7 @@ from .types import Budgets, GraphBatch, Targets
 __all__ = [
     "Budgets", "FINE_BUCKETS_FROM", "GraphBatch", "MAX_Z", "MIN_DISTANCE", "StructureGraph", "Targets",
     "angle_cosines", "angle_pairs", "angle_rows", "as_atoms", "atom_graph", "bucket",
-    "budgets_for", "build_graph", "check_fits", "check_image_count",
+    "budgets_for", "build_graph", "graph_for", "check_fits", "check_image_count",
     "check_min_distance", "edge_vectors", "graph_sizes",
     "iterate_batches", "model_cell", "pack", "pack_targets", "pair_reverse_edges",
     "training_budgets", "validate_atoms",

@@ -1,7 +1,8 @@
 """Undirected bonds (d2u / u2d) and the line graph of angles (design spec 1.1-1.2).
 
 Angle rule: for a centre c, every ordered pair of distinct directed edges (e1, e2) with centre
-c, d(e1) <= r3 and d(e2) < r3.  Two images of one bond, (i, i, +n) and (i, i, -n), are distinct
+c, d(e1) <= r3 and d(e2) < r3.  Unordered (symmetric) rows: each pair once, e1 < e2, both
+d < r3 (a row with a bond at exactly r3 has weight zero in a smooth model).  Two images of one bond, (i, i, +n) and (i, i, -n), are distinct
 directed edges and form a 180 degree angle whose two ends are the same undirected bond.
 """
 
@@ -56,8 +57,10 @@ def _group_members(group_of_item, n_groups):
     return counts, starts
 
 
-def angle_pairs(centers, lengths, n_atoms: int, three_body_cutoff: float):
-    """Ordered pairs (e1, e2) of distinct edges sharing a centre, d(e1) <= r3, d(e2) < r3.
+def angle_pairs(centers, lengths, n_atoms: int, three_body_cutoff: float,
+                unordered: bool = False):
+    """Ordered pairs (e1, e2) of distinct edges sharing a centre, d(e1) <= r3, d(e2) < r3;
+    unordered: e1 < e2 and both d < r3.
 
     centers [e] int sorted ascending, lengths [e] float64.
     Returns edge_1, edge_2 [a] int64, sorted by (centre, e1, e2).
@@ -65,22 +68,23 @@ def angle_pairs(centers, lengths, n_atoms: int, three_body_cutoff: float):
     centers = np.asarray(centers, np.int64)
     if len(centers) > 1 and np.any(np.diff(centers) < 0):
         raise ValueError("angle_pairs needs edges sorted by centre")
-    first = np.nonzero(lengths <= three_body_cutoff)[0]
     second = np.nonzero(lengths < three_body_cutoff)[0]
+    first = second if unordered else np.nonzero(lengths <= three_body_cutoff)[0]
     k2, start2 = _group_members(centers[second], n_atoms)
     reps = k2[centers[first]]
     total = int(reps.sum())
     edge_1 = np.repeat(first, reps)
     within = np.arange(total) - np.repeat(np.cumsum(reps) - reps, reps)
     edge_2 = second[np.repeat(start2[centers[first]], reps) + within]
-    keep = edge_1 != edge_2
+    keep = edge_1 < edge_2 if unordered else edge_1 != edge_2
     return edge_1[keep], edge_2[keep]
 
 
-def angle_rows(centers, lengths, edge_bond, n_atoms: int, three_body_cutoff: float) -> dict:
+def angle_rows(centers, lengths, edge_bond, n_atoms: int, three_body_cutoff: float,
+               unordered: bool = False) -> dict:
     """Angle rows as int32 arrays [a]: angle_center, angle_bond_t (bond of e1, the '<=' edge),
-    angle_bond_s (bond of e2), angle_edge_1, angle_edge_2."""
-    e1, e2 = angle_pairs(centers, lengths, n_atoms, three_body_cutoff)
+    angle_bond_s (bond of e2), angle_edge_1, angle_edge_2 (`angle_pairs`)."""
+    e1, e2 = angle_pairs(centers, lengths, n_atoms, three_body_cutoff, unordered)
     centers = np.asarray(centers)
     return {
         "angle_center": centers[e1].astype(np.int32),

@@ -32,8 +32,8 @@ class StructureGraph:
     centers, neighbors [e] int32; shifts [e,3] int32 (x_e = r_i - (r_j + n @ cell));
     edge_bond [e] int32 (d2u); bond_edge [u] int32 (u2d, the smaller directed index of a pair).
     angle_center, angle_bond_t, angle_bond_s, angle_edge_1, angle_edge_2 [a] int32 with
-    d(edge_1) <= r3 and d(edge_2) < r3.  Edges sorted by (centre, neighbour, shift);
-    angles by (centre, edge_1, edge_2).
+    d(edge_1) <= r3 and d(edge_2) < r3 (symmetric_angles: edge_1 < edge_2, both < r3).
+    Edges sorted by (centre, neighbour, shift); angles by (centre, edge_1, edge_2).
     """
 
     numbers: np.ndarray
@@ -53,6 +53,7 @@ class StructureGraph:
     cutoff: float = 6.0
     three_body_cutoff: float = 4.0
     label: str = ""
+    symmetric_angles: bool = False
 
     @property
     def n_atoms(self) -> int:
@@ -223,11 +224,12 @@ def atom_graph(positions, cell, pbc, cutoff: float):
 
 
 def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
-                label: str = "") -> StructureGraph:
+                label: str = "", symmetric_angles: bool = False) -> StructureGraph:
     """Validate a structure and build its atom graph, bonds and angles (spec 1.1-1.2).
 
     structure: ase.Atoms (periodic, mixed PBC or molecule) or pymatgen Structure/Molecule.
     label names the structure in error messages (e.g. "data/train.extxyz:17").
+    symmetric_angles: one angle row per unordered pair of edges (`angle_pairs`).
     """
     if not 0.0 < three_body_cutoff <= cutoff:
         raise ValueError(f"need 0 < three_body_cutoff ({three_body_cutoff}) <= cutoff ({cutoff})")
@@ -241,9 +243,17 @@ def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
     check_min_distance(vec, centers, neighbors, shifts, label)
     edge_bond, bond_edge = pair_reverse_edges(centers, neighbors, shifts, label)
     rows = angle_rows(centers, np.linalg.norm(vec, axis=1), edge_bond, len(atoms),
-                      three_body_cutoff)
+                      three_body_cutoff, symmetric_angles)
     return StructureGraph(
         numbers=atoms.numbers.astype(np.int32), positions=pos, cell=cell, pbc=pbc,
         centers=centers, neighbors=neighbors, shifts=shifts, edge_bond=edge_bond,
         bond_edge=bond_edge, **rows, cutoff=float(cutoff),
-        three_body_cutoff=float(three_body_cutoff), label=label)
+        three_body_cutoff=float(three_body_cutoff), label=label,
+        symmetric_angles=bool(symmetric_angles))
+
+
+def graph_for(structure, config, label: str = "") -> StructureGraph:
+    """`build_graph` with a model config's graph settings (cutoff, three_body_cutoff,
+    symmetric_angles): the one way a model's input graph is built."""
+    return build_graph(structure, config.cutoff, config.three_body_cutoff, label,
+                       getattr(config, "symmetric_angles", False))

@@ -13,7 +13,21 @@ import jax.numpy as jnp
 
 from .ops import layer_norm, rms_norm
 
-Piece = tuple[jax.Array, "jax.Array | None"]
+# (x [R_k, D_k], index): index None (x is per row), [M] (gather rows of x), or a tuple of
+# [M] index arrays (the sum of those gathers: one kernel block shared by several pieces).
+Piece = tuple[jax.Array, "jax.Array | tuple[jax.Array, ...] | None"]
+
+
+def gather_rows(table: jax.Array, index) -> jax.Array:
+    """table [R, D] -> table (index None), table[index], or sum_k table[index[k]] (tuple)."""
+    if index is None:
+        return table
+    if isinstance(index, tuple):
+        out = table[index[0]]
+        for i in index[1:]:
+            out = out + table[i]
+        return out
+    return table[index]
 
 
 def torch_uniform(fan_in: int):
@@ -118,8 +132,7 @@ def gated_mlp(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], kind: st
     """The GatedMLP module's function on its parameters p (see GatedMLP).  Returns [M, out]."""
     acc = gated_input_bias(p)
     for k, (x, index) in enumerate(pieces):
-        proj = piece_projection(p, in_dims, k, x)
-        acc = acc + (proj if index is None else proj[index])
+        acc = acc + gather_rows(piece_projection(p, in_dims, k, x), index)
     return gated_output(p, acc, kind, eps)
 
 
@@ -131,7 +144,8 @@ def apply_ffn(p: dict, x: jax.Array) -> jax.Array:
 class GatedMLP(nn.Module):
     """G(z) = SiLU(N_c(M_c(z))) * sigmoid(N_g(M_g(z))), z the concatenation of ``pieces``.
 
-    Each piece is (x [R_k, D_k], index [M] or None).  The first layers of M_c and M_g act on
+    Each piece is (x [R_k, D_k], index [M], a tuple of [M] (summed gathers, one shared
+    kernel block) or None).  The first layers of M_c and M_g act on
     the concatenation; their kernels split into per-piece row blocks, so a gathered piece is
     projected once per row of x and the projection gathered (W [a || b[idx]] = W_a a +
     (W_b b)[idx]): the same function at a fraction of the cost.  Returns [M, out].

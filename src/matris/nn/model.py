@@ -39,13 +39,15 @@ class InteractionBlock(nn.Module):
         rkw = dict(kw, smoothed_delta=c.smoothed_delta_edge)
         ctr, nbr, d2u = batch.centers, batch.neighbors, batch.edge_bond
         bt, bs, ac = batch.angle_bond_t, batch.angle_bond_s, batch.angle_center
-        b, t = SeparableAttention(c.bond_dim, chunk=c.chunk_rows, name="attn_line", **kw)(
-            b, t, bt, bs, None, w_angle)
+        sym = c.symmetric_angles
+        b, t = SeparableAttention(c.bond_dim, chunk=c.chunk_rows, symmetric=sym,
+                                  name="attn_line", **kw)(b, t, bt, bs, None, w_angle)
         h, b = SeparableAttention(c.atom_dim, chunk=c.chunk_rows, name="attn_atom", **kw)(
             h, b, ctr, nbr, d2u, w_edge)
-        line = Refinement((c.angle_dim, c.atom_dim, c.bond_dim, c.bond_dim), c.bond_dim,
+        bonds = [(b, (bt, bs))] if sym else [(b, bt), (b, bs)]  # shared or separate kernels
+        line = Refinement((c.angle_dim, c.atom_dim) + (c.bond_dim,) * len(bonds), c.bond_dim,
                           chunk=c.chunk_rows, name="refine_line", **rkw)
-        b, t = line(b, t, [(t, None), (h, ac), (b, bt), (b, bs)], rho3, (bt, bs), bt)
+        b, t = line(b, t, [(t, None), (h, ac)] + bonds, rho3, (bt, bs), (bt, bs) if sym else bt)
         atom = Refinement((c.bond_dim, c.atom_dim, c.atom_dim), c.atom_dim,
                           chunk=c.chunk_rows, name="refine_atom", **rkw)
         h, b = atom(h, b, [(b, d2u), (h, ctr), (h, nbr)], rho, (d2u,), ctr, d2u)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from .chunked import chunked_refinement
 from .layers import FFN, GatedMLP, Linear, Piece, norm_eps, residual
 from .ops import pair_mean, segment_sum
+from .symmetric import both_ways, ordered_gated, ordered_pieces
 
 
 class Refinement(nn.Module):
@@ -22,7 +23,8 @@ class Refinement(nn.Module):
       mean of the two directions); pieces: inputs of G (see GatedMLP), rows R;
       radial: [U, K] enveloped radial basis per bond; envelope_index: tuple of [R] bond
       indices; the learnable envelope is s = prod_k (radial @ P)[envelope_index[k]];
-      tgt: [R] receiving node of each row.  Returns (node_new, edge_new).
+      tgt: [R] receiving node of each row, or a tuple of such (symmetric rows: each row's
+      message goes to every node named; `matris.nn.symmetric`).  Returns (node_new, edge_new).
     """
 
     in_dims: tuple[int, ...]
@@ -44,11 +46,9 @@ class Refinement(nn.Module):
         tgt: jax.Array,
         y_index: jax.Array | None = None,
     ):
-        if self.chunk and tgt.shape[0] > self.chunk and not self.is_initializing():
-            return chunked_refinement(self.variables["params"], node, edge, pieces, self.in_dims,
-                                      radial, envelope_index, tgt, y_index, self.norm,
-                                      norm_eps(self.norm, self.eps, self.dtype),
-                                      self.smoothed_delta, self.chunk)
+        rows = (tgt[0] if isinstance(tgt, tuple) else tgt).shape[0]
+        if self.chunk and rows > self.chunk and not self.is_initializing():
+            return self._chunked(node, edge, pieces, radial, envelope_index, tgt, y_index)
         dv, dy = node.shape[1], edge.shape[1]
         f = GatedMLP(self.in_dims, self.hidden, dy, self.norm, self.eps, self.dtype,
                      name="message_mlp")(pieces)
@@ -57,9 +57,25 @@ class Refinement(nn.Module):
         for index in envelope_index[1:]:
             s = s * proj[index]
         smoothed = f * s
-        n = segment_sum(smoothed, tgt, node.shape[0])
+        n = sum(segment_sum(smoothed, ids, node.shape[0])
+                for ids in (tgt if isinstance(tgt, tuple) else (tgt,)))
         node_new = FFN(dv, self.dtype, name="node_ffn")(n) + residual(self, "node_res", node)
         delta = FFN(dy, self.dtype, name="edge_ffn")(smoothed if self.smoothed_delta else f)
         if y_index is not None:
             delta = pair_mean(delta, y_index, edge.shape[0])
         return node_new, delta + residual(self, "edge_res", edge)
+
+    def _chunked(self, node, edge, pieces, radial, envelope_index, tgt, y_index):
+        """The chunked path; symmetric rows (tgt a pair) run as doubled ordered rows."""
+        p, eps = self.variables["params"], norm_eps(self.norm, self.eps, self.dtype)
+        in_dims, symmetric = self.in_dims, isinstance(tgt, tuple)
+        rows = edge.shape[0]
+        if symmetric:  # per-row edge features (the line graph): y_index is None
+            p = {**p, "message_mlp": ordered_gated(p["message_mlp"], in_dims, pieces)}
+            pieces, in_dims = ordered_pieces(pieces, in_dims)
+            envelope_index, tgt = both_ways(envelope_index), both_ways(tgt)[0]
+            edge = jnp.concatenate([edge, edge])
+        node_new, edge_new = chunked_refinement(
+            p, node, edge, pieces, in_dims, radial, envelope_index, tgt, y_index, self.norm,
+            eps, self.smoothed_delta, self.chunk)
+        return node_new, (edge_new[:rows] if symmetric else edge_new)

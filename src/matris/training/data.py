@@ -32,9 +32,10 @@ def _read(path: str, cfg: DataConfig) -> list[Frame]:
     return frames[: cfg.max_frames] if cfg.max_frames > 0 else frames
 
 
-def load_splits(cfg: DataConfig, cutoff: float, three_body_cutoff: float, seed: int
-                ) -> dict[str, Split]:
-    """train / val / test splits with graphs.  Frames without an energy are an error."""
+def load_splits(cfg: DataConfig, cutoff: float, three_body_cutoff: float, seed: int,
+                symmetric_angles: bool = False) -> dict[str, Split]:
+    """train / val / test splits with graphs (built as `matris.graph.build_graph` with these
+    settings).  Frames without an energy are an error."""
     frames = _read(cfg.train, cfg)
     if cfg.val or cfg.test:
         parts = {"train": frames,
@@ -53,7 +54,7 @@ def load_splits(cfg: DataConfig, cutoff: float, three_body_cutoff: float, seed: 
         if missing:
             raise ValueError(f"{missing[0]}: frame has no energy label ({len(missing)} such "
                              f"frames in the {name} split)")
-        ds = Dataset(part, cutoff, three_body_cutoff)
+        ds = Dataset(part, cutoff, three_body_cutoff, symmetric_angles=symmetric_angles)
         out[name] = Split(part, ds, ds.graphs())
     return out
 

@@ -77,7 +77,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     model_cfg = model_config(cfg.model)
     dtype = np.dtype(model_cfg.dtype)
     t0 = time.time()
-    splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed)
+    splits = load_splits(cfg.data, model_cfg.cutoff, model_cfg.three_body_cutoff, cfg.seed,
+                         model_cfg.symmetric_angles)
     mesh = make_mesh(cfg.devices)
     k = mesh.devices.size
     budgets = fitting_budgets(splits, cfg.batch.batch_size, cfg.batch.headroom)
