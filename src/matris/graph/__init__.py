@@ -19,10 +19,10 @@ from .neighbors import (
     as_atoms,
     atom_graph,
     build_graph,
-    graph_for,
     check_image_count,
     check_min_distance,
     edge_vectors,
+    graph_for,
     model_cell,
     validate_atoms,
 )

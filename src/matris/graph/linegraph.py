@@ -2,8 +2,9 @@
 
 Angle rule: for a centre c, every ordered pair of distinct directed edges (e1, e2) with centre
 c, d(e1) <= r3 and d(e2) < r3.  Unordered (symmetric) rows: each pair once, e1 < e2, both
-d < r3 (a row with a bond at exactly r3 has weight zero in a smooth model).  Two images of one bond, (i, i, +n) and (i, i, -n), are distinct
-directed edges and form a 180 degree angle whose two ends are the same undirected bond.
+d < r3 (a row with a bond at exactly r3 has weight zero in a smooth model).  Two images of
+one bond, (i, i, +n) and (i, i, -n), are distinct directed edges and form a 180 degree angle
+whose two ends are the same undirected bond.
 """
 
 from __future__ import annotations
