@@ -12,7 +12,7 @@ CONFIG ?= experiments/default.yaml
 # 15-20 % faster force calls and training steps on CPU.  Harmless where unsupported.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: help venv ref-env test test-all train bench-scaling bench-train bench-profile bench-graph lint clean-venv
+.PHONY: help venv ref-env test test-all train bench-scaling bench-train bench-train-ab bench-profile bench-graph lint clean-venv
 
 help:
 	@echo "make train          install (.venv), train the default model on data/, write a bundle"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-scaling  cost vs atom count, JAX vs the official PyTorch model (benchmarks/)"
 	@echo "                    BENCH_ARGS=--quick: the under-5-minute version"
 	@echo "make bench-train    training throughput, default config and 10m, 1 vs 2 devices"
+	@echo "make bench-train-ab two model variants' train steps, alternated in one process"
 	@echo "make bench-profile  where one call's time goes: XLA thunk times by kind, dot FLOP rate"
 	@echo "make lint           ruff"
 
@@ -53,6 +54,10 @@ bench-scaling: venv ref-env
 
 bench-train: venv
 	$(PY) benchmarks/bench_train.py $(BENCH_ARGS)
+
+# glibc's 2 MiB pages for XLA's large buffers, as `matris train` runs (matris.runtime)
+bench-train-ab: venv
+	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(PY) benchmarks/train_step_ab.py $(BENCH_ARGS)
 
 bench-profile: venv
 	$(PY) benchmarks/profile_call.py $(BENCH_ARGS)
