@@ -5,11 +5,11 @@
     .venv/bin/python experiments/fecr_1500k.py --size 6         # 432 atoms
     .venv/bin/python experiments/fecr_1500k.py --model m.npz --long
 
-Cost on this machine (two CPU cores, 23 GB) with the shipped model (tiny preset, r_c 5 A,
-r_3 3 A, 267k parameters, float32, rematerialised blocks): 1,024 atoms (~180 angles per atom
-at 1500 K) take 2.75 s per MD step (0.063 ns/day at 2 fs) and about 2 GB; the defaults
-(100 equilibration + 300 production steps, capped by --max-minutes 12) finish in about
-12 minutes, typically after ~85 + ~170 steps.  A model with the paper's cutoffs (r_3 = 4 A:
+Cost on this machine (two CPU cores, 23 GB; AMD EPYC dev VM, 2026-11-27) with the shipped
+model (tiny preset, r_c 4.5 A, r_3 3 A, unordered angle rows, 262k parameters, float32,
+rematerialised blocks): 1,024 atoms (~90 unordered angles per atom at 1500 K) take 1.40 s per
+MD step (0.12 ns/day at 2 fs); the defaults (100 equilibration + 300 production steps, capped
+by --max-minutes 12) finish in about 10 minutes.  A model with the paper's cutoffs (r_3 = 4 A:
 ~300 angles per atom) costs several times more.  --long (2,000 + 20,000 steps) is for a real
 machine.
 
