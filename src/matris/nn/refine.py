@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .chunked import chunked_refinement
 from .layers import FFN, GatedMLP, Linear, Piece, norm_eps, residual
 from .ops import pair_mean, segment_sum
-from .symmetric import both_ways, ordered_gated, ordered_pieces
+from .symmetric import both_ways, doubled, ordered_gated, ordered_pieces
 
 
 class Refinement(nn.Module):
@@ -74,7 +74,7 @@ class Refinement(nn.Module):
             p = {**p, "message_mlp": ordered_gated(p["message_mlp"], in_dims, pieces)}
             pieces, in_dims = ordered_pieces(pieces, in_dims)
             envelope_index, tgt = both_ways(envelope_index), both_ways(tgt)[0]
-            edge = jnp.concatenate([edge, edge])
+            edge = doubled(edge)
         node_new, edge_new = chunked_refinement(
             p, node, edge, pieces, in_dims, radial, envelope_index, tgt, y_index, self.norm,
             eps, self.smoothed_delta, self.chunk)
