@@ -55,39 +55,28 @@ def ordered_pieces(pieces: Sequence[Piece], in_dims: Sequence[int]):
 
 
 def ordered_gated(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece]) -> dict:
-    """A gated MLP's parameters with each shared piece's kernel rows written out twice."""
+    """A gated MLP's parameters with each shared piece's kernel rows written out twice.
+    Kernels are [..., fan_in, hidden] (a leading layer axis, if any, is kept)."""
     blocks, start = {name: [] for name in _IN_KERNELS}, 0
     for (_, index), d in zip(pieces, in_dims, strict=True):
         for name in _IN_KERNELS:
-            rows = p[name][start:start + d]
+            rows = p[name][..., start:start + d, :]
             blocks[name] += [rows, rows] if isinstance(index, tuple) else [rows]
         start += d
-    return {**p, **{name: jnp.concatenate(blocks[name]) for name in _IN_KERNELS}}
+    return {**p, **{name: jnp.concatenate(blocks[name], axis=-2) for name in _IN_KERNELS}}
 
 
 def ordered_params(params: dict, config) -> dict:
     """A symmetric model's parameters -> those of the same model with ordered angle rows
     (``config.replace(symmetric_angles=False)``): the line-graph MLPs' shared bond block is
     repeated for the target and the source bond.  Everything else is unchanged."""
-    c = config
-    value_pieces = ((None, None), (None, (0, 1)))
-    message_pieces = ((None, None), (None, 0), (None, (0, 1)))
-
-    def block(p: dict) -> dict:
-        p = dict(p)
-        line = dict(p["attn_line"])
-        line["edge_mlp"] = ordered_gated(line["edge_mlp"], (c.bond_dim, c.bond_dim),
-                                         value_pieces)
-        refine = dict(p["refine_line"])
-        refine["message_mlp"] = ordered_gated(
-            refine["message_mlp"], (c.angle_dim, c.atom_dim, c.bond_dim), message_pieces)
-        p["attn_line"], p["refine_line"] = line, refine
-        return p
-
-    out = dict(params)
-    stacked = out["blocks"]
-    # block parameters are stacked on a leading layer axis: unfold each layer's slice
-    layers = [block(jax.tree_util.tree_map(lambda a, i=i: a[i], stacked))
-              for i in range(c.num_layers)]
-    out["blocks"] = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
-    return out
+    c, shared = config, (None, (0, 1))  # only the index kind of a piece matters here
+    blocks = dict(params["blocks"])
+    line, refine = dict(blocks["attn_line"]), dict(blocks["refine_line"])
+    line["edge_mlp"] = ordered_gated(line["edge_mlp"], (c.bond_dim, c.bond_dim),
+                                     ((None, None), shared))
+    refine["message_mlp"] = ordered_gated(refine["message_mlp"],
+                                          (c.angle_dim, c.atom_dim, c.bond_dim),
+                                          ((None, None), (None, 0), shared))
+    blocks["attn_line"], blocks["refine_line"] = line, refine
+    return {**params, "blocks": blocks}
