@@ -11,7 +11,7 @@ from helpers import predict, setup, structures
 from matris import make_predictor
 from matris.data.dataset import Dataset
 from matris.data.frames import Frame
-from matris.graph import budgets_for, build_graph, graph_for
+from matris.graph import budgets_for, build_graph, graph_for, pack
 from matris.nn.symmetric import ordered_params
 
 R3 = 3.3  # more angles than the tiny preset's r_3 in the small test cells
@@ -77,6 +77,32 @@ def test_equals_ordered_model_with_tied_kernels(symmetric, structs, chunk):
     assert np.abs(sym["forces"]).max() > 1e-4  # not a comparison between zeros
     n_line = lambda p: p["blocks"]["refine_line"]["message_mlp"]["core_in_kernel"].shape
     assert n_line(oparams)[1] == n_line(params)[1] + cfg.bond_dim  # [layers, fan_in, hidden]
+
+
+def test_batches_carry_their_angle_rows(symmetric, structs):
+    """A batch knows its angle-row kind (a static pytree field): a model refuses rows of the
+    other kind (which it would count twice or half, silently), the packer refuses a mix, and
+    an all-padding batch takes the kind it is asked for, so it stacks with real ones."""
+    cfg, params, fn = symmetric
+    atoms = structs["fecr"]
+    ordered = build_graph(atoms, cfg.cutoff, cfg.three_body_cutoff, label="fecr-ordered")
+    sym = graph_for(atoms, cfg)
+    budgets = budgets_for([ordered])
+    with pytest.raises(ValueError, match="ordered .*angle rows but the model needs unordered"):
+        fn(params, pack([ordered], budgets)[0])
+    ocfg = cfg.replace(symmetric_angles=False)
+    ofn = make_predictor(ocfg, "ef")
+    with pytest.raises(ValueError, match="unordered .*angle rows but the model needs ordered"):
+        ofn(ordered_params(params, cfg), pack([sym], budgets)[0])
+    with pytest.raises(ValueError, match="fecr-ordered has ordered angle rows"):
+        pack([sym, ordered], budgets_for([sym, ordered]))
+    with pytest.raises(ValueError, match="needs ordered"):
+        pack([sym], budgets, symmetric_angles=False)
+    real, empty = pack([sym], budgets)[0], pack([], budgets, symmetric_angles=True)[0]
+    assert real.symmetric_angles and empty.symmetric_angles
+    assert not pack([], budgets)[0].symmetric_angles
+    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), real, empty)
+    assert stacked.symmetric_angles and stacked.angle_mask.shape == (2, budgets.angles)
 
 
 def test_forces_match_finite_differences(symmetric, structs):

@@ -156,13 +156,34 @@ def _cat(graphs, name: str, offsets=None, counts=None) -> np.ndarray:
     return out
 
 
-def pack(graphs, budgets: Budgets, targets=None, dtype=np.float32):
+def angle_mode(graphs, symmetric_angles: bool | None = None) -> bool:
+    """Whether the angle rows of ``graphs`` are unordered pairs (all must agree, and agree with
+    ``symmetric_angles`` when given); ``symmetric_angles`` (default False) when there are no
+    graphs.  Raises ValueError naming the first graph of the other kind."""
+    want = symmetric_angles
+    for s, g in enumerate(graphs):
+        mine = bool(getattr(g, "symmetric_angles", False))
+        if want is None:
+            want = mine
+        elif mine != want:
+            kind = "unordered" if mine else "ordered"
+            raise ValueError(f"{g.label or f'structure {s}'} has {kind} angle rows, the batch "
+                             f"needs {'unordered' if want else 'ordered'} ones: build every "
+                             "graph with the same symmetric_angles (matris.graph.graph_for)")
+    return bool(want)
+
+
+def pack(graphs, budgets: Budgets, targets=None, dtype=np.float32,
+         symmetric_angles: bool | None = None):
     """Concatenate and pad StructureGraphs into a GraphBatch (+ Targets if targets given).
 
     graphs: S StructureGraphs; targets: S objects with energy, forces, stress, magmoms
     (each None or array-like, e.g. `matris.data.Frame`) or None.  Floats are cast to `dtype`,
-    indices to int32.  Raises ValueError if the graphs do not fit the budgets.
+    indices to int32.  symmetric_angles: the angle-row kind the batch must have (`angle_mode`;
+    None = the graphs'; it sets the kind of an all-padding batch).  Raises ValueError if the
+    graphs do not fit the budgets or mix ordered and unordered angle rows.
     """
+    symmetric = angle_mode(graphs, symmetric_angles)
     sizes = graph_sizes(graphs)
     check_fits(sizes.sum(axis=0, keepdims=True), budgets, ["batch of %d structures" % len(sizes)])
     if len(sizes) > budgets.graphs - 1:
@@ -203,7 +224,8 @@ def pack(graphs, budgets: Budgets, targets=None, dtype=np.float32):
         angle_bond_s=angles["bond_s"], angle_edge_1=angles["edge_1"],
         angle_edge_2=angles["edge_2"], n_bond=counts(n_u, U), n_angle=counts(n_t, A),
         node_mask=mask(n_a.sum(), N), edge_mask=mask(n_e.sum(), E), bond_mask=mask(n_u.sum(), U),
-        angle_mask=mask(n_t.sum(), A), graph_mask=mask(len(sizes), G))
+        angle_mask=mask(n_t.sum(), A), graph_mask=mask(len(sizes), G),
+        symmetric_angles=symmetric)
     return batch, (None if targets is None else pack_targets(graphs, budgets, targets, dtype))
 
 

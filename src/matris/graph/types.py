@@ -17,13 +17,17 @@ Padded rows therefore only ever point at padding rows, and the masks say which r
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
+import jax
 import jraph
 import numpy as np
 
 
-class GraphBatch(NamedTuple):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class GraphBatch:
     """A padded batch of structures: a ``jraph.GraphsTuple`` plus bond and angle indices.
 
     graphs.nodes   : {"positions": [N,3] float, "numbers": [N] int32}
@@ -41,6 +45,9 @@ class GraphBatch(NamedTuple):
     angle_edge_1, angle_edge_2: [A] int32 the two directed edges
     n_bond, n_angle : [G] int32
     *_mask : bool, True for real rows.
+    symmetric_angles : static (part of the pytree structure, not an array): the angle rows
+                      are unordered pairs (edge_1 < edge_2) instead of ordered ones.  A model
+                      refuses a batch whose rows are not the kind it was built for.
     Edge vector: x_e = pos[receiver] - (pos[sender] + shift @ cell[graph]).
     """
 
@@ -59,6 +66,7 @@ class GraphBatch(NamedTuple):
     bond_mask: np.ndarray
     angle_mask: np.ndarray
     graph_mask: np.ndarray
+    symmetric_angles: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def positions(self):

@@ -18,6 +18,18 @@ from .refine import Refinement
 ARCCOS_SHRINK = 1.0 - 1e-6  # theta = arccos((1 - 1e-6) cos): finite gradient at +-1
 
 
+def check_angle_rows(batch: GraphBatch, config: MatRISConfig) -> None:
+    """Raise ValueError unless the batch's angle rows are the kind the model is built for
+    (ordered pairs, or unordered ones with ``symmetric_angles``): the other kind would count
+    each pair of bonds twice, or half of them not at all, without any error."""
+    have = bool(getattr(batch, "symmetric_angles", False))
+    if have != config.symmetric_angles:
+        kinds = {True: "unordered (symmetric_angles=True)", False: "ordered (symmetric_angles=False)"}
+        raise ValueError(f"the graph batch has {kinds[have]} angle rows but the model needs "
+                         f"{kinds[config.symmetric_angles]} ones: build its graphs with "
+                         "matris.graph.graph_for(structure, config)")
+
+
 class InteractionBlock(nn.Module):
     """Line attention -> atom attention -> line refinement -> atom refinement.
 
@@ -67,6 +79,7 @@ class MatRIS(nn.Module):
     @nn.compact
     def __call__(self, batch: GraphBatch, positions: jax.Array, cell: jax.Array):
         c = self.config
+        check_angle_rows(batch, c)
         dt = jnp.dtype(c.dtype)
         positions, cell = positions.astype(dt), cell.astype(dt)
         vec = edge_vectors(batch, positions, cell)

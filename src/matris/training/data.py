@@ -104,4 +104,5 @@ def count_steps(split: Split, budgets: Budgets, k: int, seed: int, epochs: int,
 def _pack(split: Split, indices: Sequence[int], budgets: Budgets, dtype):
     graphs = [split.graphs[i] for i in indices]
     frames = [split.frames[i] for i in indices]
-    return pack(graphs, budgets, targets=frames, dtype=dtype)
+    return pack(graphs, budgets, targets=frames, dtype=dtype,
+                symmetric_angles=split.dataset.symmetric_angles)
