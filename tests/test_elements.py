@@ -4,7 +4,8 @@ import numpy as np
 from helpers import predict, setup, structures
 from scipy.spatial.transform import Rotation
 
-from matris.nn.elements import element_descriptors, group, period, valence
+from matris.nn.elements import (element_chemistry, element_descriptors, group, ionisation_energy,
+                                pauling_electronegativity, period, valence)
 
 
 def test_periodic_table_facts():
@@ -54,3 +55,33 @@ def test_element_features_model_is_invariant_and_conservative():
     em, _ = predict(cfg, params, fn, [moved[1]])
     fd = -(ep["energy"][0] - em["energy"][0]) / (2 * h)
     assert abs(fd - a["forces"][3, 1]) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_chemistry_table_facts():
+    chi, ie, c = pauling_electronegativity(), ionisation_energy(), element_chemistry()
+    assert c.shape == (94, 3) and np.all(np.isfinite(c))
+    assert np.nanargmax(chi) + 1 == 9 and np.argmax(ie) + 1 == 2  # F, He
+    assert np.nanargmin(chi) + 1 == 87 and np.argmin(ie) + 1 == 55  # Fr, Cs
+    assert list(np.flatnonzero(c[:, 2]) + 1) == [2, 10, 18]  # no Pauling value: He, Ne, Ar
+    assert chi[7] == 3.44 and chi[25] == 1.83 and abs(ie[25] - 7.90) < 0.01  # O; Fe
+    # standardised: oxygen far above iron, iron above the alkali metals
+    assert c[7, 0] > c[25, 0] > c[10, 0] and c[7, 1] > c[25, 1] > c[10, 1]
+
+
+def test_element_chemistry_term_is_exactly_additive():
+    """With element_chemistry the embedding gains one learned projection, and nothing else
+    changes: its kernel set to zero gives the model without the option, parameter for
+    parameter; a non-zero kernel changes the energies."""
+    cfg, params, fn = setup("tiny", "float64", element_features=True, element_chemistry=True)
+    plain_cfg, _, plain_fn = setup("tiny", "float64", element_features=True)
+    emb = params["atom_embedding"]
+    assert set(emb["chemistry"]) == {"kernel"} and emb["chemistry"]["kernel"].shape[0] == 3
+    zeroed = {**params, "atom_embedding": {**emb, "chemistry": {"kernel": 0 * emb["chemistry"]["kernel"]}}}
+    without = {**params, "atom_embedding": {k: v for k, v in emb.items() if k != "chemistry"}}
+    atoms = [structures()["mgo"], structures()["fecr"]]
+    a, _ = predict(cfg, zeroed, fn, atoms)
+    b, _ = predict(plain_cfg, without, plain_fn, atoms)
+    c, _ = predict(cfg, params, fn, atoms)
+    np.testing.assert_allclose(a["energy"], b["energy"], rtol=1e-12)
+    np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-12)
+    assert np.all(np.abs(c["energy"][:2] - a["energy"][:2]) > 1e-6)  # the two real graphs

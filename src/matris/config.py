@@ -42,6 +42,9 @@ class MatRISConfig:
     fixed element descriptors (period, group, block, valence electrons, radius, ...;
     `matris.nn.elements`) to the atom embedding, so rarely seen elements borrow from their
     neighbours in the periodic table (our addition; off in the official presets).
+    element_chemistry: also add a learned projection of each element's Pauling
+    electronegativity and first ionisation energy, the quantities that set the sign and size
+    of a formation energy (our addition, off in the presets).
     symmetric_angles: one line-graph row per unordered pair of bonds at a centre instead of
     one per ordered pair, with the two bond pieces of the line-graph MLPs sharing one kernel
     and each row's message going to both of its bonds (our addition, for new models).  This is
@@ -74,6 +77,7 @@ class MatRISConfig:
     scan_blocks: bool = False
     chunk_rows: int = 0
     element_features: bool = False
+    element_chemistry: bool = False
     symmetric_angles: bool = False
     dtype: str = "float32"
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .basis import BesselBasis, FourierBasis, legendre_harmonics, spherical_radial
-from .elements import NUM_ELEMENTS, element_descriptors
+from .elements import NUM_ELEMENTS, element_chemistry, element_descriptors
 from .layers import Linear, Norm
 
 
@@ -19,16 +19,18 @@ class AtomEmbedding(nn.Module):
 
     descriptors: E[Z-1] + D[Z-1] P instead, D the fixed element descriptors
     (`matris.nn.elements`) and P learned; the table then starts small (std 0.1) so that
-    elements start out as similar as their descriptors are.
+    elements start out as similar as their descriptors are.  chemistry: also add C[Z-1] Q, C the
+    electronegativity and ionisation energy (`matris.nn.elements.element_chemistry`), Q learned.
     """
 
     dim: int
     dtype: jnp.dtype = jnp.float32
     descriptors: bool = False
+    chemistry: bool = False
 
     @nn.compact
     def __call__(self, numbers: jax.Array) -> jax.Array:
-        scale = 0.1 if self.descriptors else 1.0
+        scale = 0.1 if self.descriptors or self.chemistry else 1.0
         table = self.param(
             "embedding", nn.initializers.normal(scale), (NUM_ELEMENTS, self.dim), self.dtype
         )
@@ -37,6 +39,9 @@ class AtomEmbedding(nn.Module):
         if self.descriptors:
             desc = jnp.asarray(element_descriptors(), self.dtype)
             rows = rows + Linear(self.dim, dtype=self.dtype, name="descriptors")(desc)[index]
+        if self.chemistry:
+            chem = jnp.asarray(element_chemistry(), self.dtype)
+            rows = rows + Linear(self.dim, dtype=self.dtype, name="chemistry")(chem)[index]
         return nn.silu(Linear(self.dim, dtype=self.dtype, name="linear")(rows))
 
 

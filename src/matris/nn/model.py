@@ -89,7 +89,8 @@ class MatRIS(nn.Module):
         cos_theta = angle_cosines(unit, batch.angle_edge_1, batch.angle_edge_2)
         theta = jnp.arccos(ARCCOS_SHRINK * cos_theta)
 
-        h = AtomEmbedding(c.atom_dim, dt, c.element_features, name="atom_embedding")(batch.numbers)
+        h = AtomEmbedding(c.atom_dim, dt, c.element_features, c.element_chemistry,
+                          name="atom_embedding")(batch.numbers)
         b, rho, rho3 = BondEmbedding(
             c.bond_dim, c.num_radial, c.cutoff, c.three_body_cutoff, c.envelope_exponent,
             c.learnable_basis, dt, name="bond_embedding",
