@@ -4,8 +4,15 @@ import numpy as np
 from helpers import predict, setup, structures
 from scipy.spatial.transform import Rotation
 
-from matris.nn.elements import (element_chemistry, element_descriptors, group, ionisation_energy,
-                                pauling_electronegativity, period, valence)
+from matris.nn.elements import (
+    element_chemistry,
+    element_descriptors,
+    group,
+    ionisation_energy,
+    pauling_electronegativity,
+    period,
+    valence,
+)
 
 
 def test_periodic_table_facts():
