@@ -162,7 +162,7 @@ def angle_mode(graphs, symmetric_angles: bool | None = None) -> bool:
     graphs.  Raises ValueError naming the first graph of the other kind."""
     want = symmetric_angles
     for s, g in enumerate(graphs):
-        mine = bool(getattr(g, "symmetric_angles", False))
+        mine = bool(g.symmetric_angles)
         if want is None:
             want = mine
         elif mine != want:

@@ -22,7 +22,7 @@ def check_angle_rows(batch: GraphBatch, config: MatRISConfig) -> None:
     """Raise ValueError unless the batch's angle rows are the kind the model is built for
     (ordered pairs, or unordered ones with ``symmetric_angles``): the other kind would count
     each pair of bonds twice, or half of them not at all, without any error."""
-    have = bool(getattr(batch, "symmetric_angles", False))
+    have = batch.symmetric_angles
     if have != config.symmetric_angles:
         kinds = {True: "unordered (symmetric_angles=True)", False: "ordered (symmetric_angles=False)"}
         raise ValueError(f"the graph batch has {kinds[have]} angle rows but the model needs "
