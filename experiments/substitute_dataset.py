@@ -147,30 +147,16 @@ def _run(args) -> tuple[str, list, str]:
     return spec.name, frames, ""
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=20240711)
-    ap.add_argument("--outdir", type=Path, default=md.REPO / "data")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one teacher each)")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N new families")
-    args = ap.parse_args()
-    t0 = time.time()
-    path = args.outdir / "mptrj_like.extxyz.gz"
-    atoms = ase.io.read(path, ":")
-    if any(a.info["family"].startswith(GROUP + ":") for a in atoms):
-        raise SystemExit(f"{path} already holds {GROUP} families")
-    covered = sorted({chemical_symbols[z] for z in md.Teacher().calc.type_map},
-                     key=lambda s: atomic_numbers[s])
-    plan_ = plan(atoms, args.seed, set(covered))[: args.limit or None]
-    lookup = templates()
-    specs = [substituted_spec(lookup[t], old, new) for t, old, new in plan_]
-    md.log(f"{len(specs)} substituted families from {path}")
+def run_and_append(atoms: list[Atoms], plan_: list, specs: list, seed: int, jobs: int,
+                   t0: float) -> tuple[list, list, dict]:
+    """Label the planned families with the teachers (``jobs`` worker processes) and append
+    their kept frames to ``atoms`` as train frames, in plan order.
+    Returns (kept frames, rejected (family, kind, why), failed {family: error})."""
     ctx = mp.get_context("spawn")
     results = {}
-    with ctx.Pool(args.jobs) as pool:
+    with ctx.Pool(jobs) as pool:
         for k, (name, frames, err) in enumerate(
-                pool.imap_unordered(_run, [(t, args.seed) for t in plan_])):
+                pool.imap_unordered(_run, [(t, seed) for t in plan_])):
             results[name] = (frames, err)
             if err:
                 md.log(f"FAILED {name}: {err}")
@@ -194,6 +180,29 @@ def main() -> None:
         a.arrays["REF_forces"] = np.asarray(fr.forces, dtype=np.float64)
         a.arrays["REF_magmoms"] = np.asarray(fr.magmoms, dtype=np.float64)
         atoms.append(a)
+    return kept, rejected, failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=20240711)
+    ap.add_argument("--outdir", type=Path, default=md.REPO / "data")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one teacher each)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N new families")
+    args = ap.parse_args()
+    t0 = time.time()
+    path = args.outdir / "mptrj_like.extxyz.gz"
+    atoms = ase.io.read(path, ":")
+    if any(a.info["family"].startswith(GROUP + ":") for a in atoms):
+        raise SystemExit(f"{path} already holds {GROUP} families")
+    covered = sorted({chemical_symbols[z] for z in md.Teacher().calc.type_map},
+                     key=lambda s: atomic_numbers[s])
+    plan_ = plan(atoms, args.seed, set(covered))[: args.limit or None]
+    lookup = templates()
+    specs = [substituted_spec(lookup[t], old, new) for t, old, new in plan_]
+    md.log(f"{len(specs)} substituted families from {path}")
+    kept, rejected, failed = run_and_append(atoms, plan_, specs, args.seed, args.jobs, t0)
     md.write_extxyz_gz(path, atoms)
     wall = time.time() - t0
     md.log(f"appended {len(kept)} frames of {len(specs) - len(failed)} families "
@@ -207,19 +216,12 @@ def update_readme(outdir: Path, atoms, covered, n_fam, n_frames, rejected, faile
                   args) -> None:
     """Rewrite data/README.md for the merged file: the base set's generation facts are
     kept from the old README, the supplement's are added."""
-    readme = outdir / "README.md"
-    old = readme.read_text()
+    old = (outdir / "README.md").read_text()
     base_line = re.search(r"^Generation: .*$", old, re.M).group(0)
     base_cmd = re.search(r"^OMP_NUM_THREADS=1 .*make_dataset\.py.*$", old, re.M).group(0)
-    sc = json.loads((outdir / "stress_check.json").read_text())["entries"]
-    _, skipped, guessed = md.element_specs(covered)
-    path = outdir / "mptrj_like.extxyz.gz"
     extra = " ".join(f"--{k} {v}" for k, v in (("seed", args.seed), ("jobs", args.jobs)))
-    ctx = dict(
-        out_atoms=atoms, versions=md.versions(), checkpoints=md.checkpoints(),
-        skipped_elements=skipped, guessed_elements=guessed, rejected=rejected,
-        failed_families=failed, stress_entries=sc,
-        setup_cmds=md.teacher_setup_commands(),
+    rewrite_readme(
+        outdir, atoms, covered, rejected, failed,
         command=base_cmd + "\n.venv-teacher/bin/python experiments/substitute_dataset.py " + extra,
         generation=(base_line.replace("Generation:", "Generation of the base set:", 1) + "\n\n"
                     f"Substituted families (`experiments/substitute_dataset.py`, "
@@ -228,12 +230,25 @@ def update_readme(outdir: Path, atoms, covered, n_fam, n_frames, rejected, faile
                     "thread each. Each is a train compound family of the base set with one "
                     "element swapped for a similar one on every site (never a val/test family "
                     "as template, never a val/test composition); they are all in the train "
-                    "split.\n"),
+                    "split.\n"))
+
+
+def rewrite_readme(outdir: Path, atoms, covered, rejected, failed, command: str,
+                   generation: str) -> None:
+    """data/README.md and the overview plot for ``atoms`` (the whole file as written), with
+    the given generation command lines and generation paragraphs."""
+    sc = json.loads((outdir / "stress_check.json").read_text())["entries"]
+    _, skipped, guessed = md.element_specs(covered)
+    path = outdir / "mptrj_like.extxyz.gz"
+    ctx = dict(
+        out_atoms=atoms, versions=md.versions(), checkpoints=md.checkpoints(),
+        skipped_elements=skipped, guessed_elements=guessed, rejected=rejected,
+        failed_families=failed, stress_entries=sc, setup_cmds=md.teacher_setup_commands(),
+        command=command, generation=generation,
         file_bytes=path.stat().st_size, file_sha=md.sha256(path),
     )
-    md.write_readme(readme, ctx)
+    md.write_readme(outdir / "README.md", ctx)
     md.make_plot(outdir / "dataset_overview.png", atoms)
-
 
 if __name__ == "__main__":
     main()

@@ -108,6 +108,21 @@ def test_elemental_crystals_are_train_and_val_test_elements_seen(frames):
     assert other_z <= train_z, sorted(other_z - train_z)
 
 
+def test_every_element_in_train_compounds(frames):
+    """Every element but the noble gases is in at least two train compound families
+    (experiments/coverage_dataset.py): no val/test compound holds an element the model has
+    seen only as its elemental crystal."""
+    families = collections.defaultdict(set)
+    for a in frames:
+        if a.info["split"] == "train" and len(set(a.numbers)) > 1:
+            for z in set(a.numbers):
+                families[int(z)].add(a.info["family"])
+    noble = {2, 10, 18, 36, 54, 86}
+    present = {int(z) for a in frames for z in a.numbers} - noble
+    few = {z: len(families[z]) for z in present if len(families[z]) < 2}
+    assert not few, few
+
+
 def _reduced(atoms) -> tuple:
     counts = collections.Counter(atoms.get_chemical_symbols())
     g = np.gcd.reduce(list(counts.values()))
