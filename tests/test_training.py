@@ -268,3 +268,28 @@ def test_fine_tuning_takes_the_stored_model_and_names_a_mismatch(data_file, trai
     cfg["output"] = str(tmp_path / "ft2")
     with pytest.raises(ValueError, match=r"model.npz: its model config differs.*atom_dim: 16 != 8"):
         train(from_dict(cfg), resume=False)
+
+
+def test_force_loss_l2mae_and_mse_on_real_atoms_only():
+    """The force term is sum ||dF|| (L2MAE) or sum ||dF||^2 (forces_mse) over labelled real
+    atoms, whatever the padding rows hold; the per-component MAE metric is unchanged."""
+    from matris.training.loss import loss_terms
+
+    structures = [bulk("Cu", "fcc", a=3.6) * (2, 1, 1), bulk("Al", "fcc", a=4.05)]
+    graphs = [build_graph(s, 4.0, 3.0) for s in structures]
+    rng = np.random.default_rng(0)
+    frames = [make_frame(s, energy=-1.0, forces=rng.normal(size=(len(s), 3)))
+              for s in structures]
+    batch, tgt = pack(graphs, Budgets(8, 256, 128, 2048, 3), frames)
+    real = np.asarray(batch.node_mask)
+    delta = rng.normal(size=tgt.forces.shape)
+    pred = {"energy": np.zeros(3, np.float32),
+            "forces": np.where(real[:, None], tgt.forces + delta, 1e3).astype(np.float32)}
+    norms = np.linalg.norm(delta[real], axis=1)
+    l1 = loss_terms(pred, tgt, batch)
+    l2 = loss_terms(pred, tgt, batch, forces_mse=True)
+    assert int(l1["forces"][1]) == int(l2["forces"][1]) == 3
+    np.testing.assert_allclose(l1["forces"][0], norms.sum(), rtol=1e-5)
+    np.testing.assert_allclose(l2["forces"][0], (norms ** 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(l2["forces_mae"][0], np.abs(delta[real]).mean(1).sum(), rtol=1e-5)
+    assert from_dict({"data": {"train": "x"}, "loss": {"forces_mse": True}}).loss.forces_mse

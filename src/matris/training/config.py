@@ -47,13 +47,16 @@ LOSS_TERMS = ("energy", "forces", "stress", "magmoms")
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Spec 7: 5 MAE(E/atom) + 5 L2MAE(F) + 0.1 MAE(stress, GPa) + 0.1 MAE(magmom).
-    ``huber_delta`` > 0 replaces every absolute error by a Huber loss with that delta."""
+    ``huber_delta`` > 0 replaces every absolute error by a Huber loss with that delta.
+    ``forces_mse``: the force term is the mean squared error norm ||dF||^2 (eV^2/A^2, as
+    MACE and NequIP train) instead of the L2MAE; it weighs large force errors more."""
 
     energy: float = 5.0
     forces: float = 5.0
     stress: float = 0.1
     magmoms: float = 0.1
     huber_delta: float = 0.0
+    forces_mse: bool = False
     # a second stage: for the last ``late_fraction`` of the steps the weights in ``late``
     # (e.g. {energy: 40}) replace these (MACE's energy-heavy final stage)
     late_fraction: float = 0.0

@@ -25,10 +25,12 @@ def _penalty(err: jax.Array, delta: float) -> jax.Array:
     return jnp.where(a < delta, 0.5 * a * a / delta, a - 0.5 * delta)
 
 
-def loss_terms(pred: dict, tgt: Targets, batch: GraphBatch, huber_delta: float = 0.0) -> dict:
+def loss_terms(pred: dict, tgt: Targets, batch: GraphBatch, huber_delta: float = 0.0,
+               forces_mse: bool = False) -> dict:
     """(sum, count) of each loss term and of plain MAE metrics for one batch.
 
-    Losses: energy per atom |dE|/N; forces ||dF||_2 per atom (L2MAE); stress mean over the 9
+    Losses: energy per atom |dE|/N; forces ||dF||_2 per atom (L2MAE), or ||dF||_2^2 in
+    eV^2/A^2 with ``forces_mse`` (no Huber then); stress mean over the 9
     components of |ds| in GPa; magmoms |dm| per atom.  Metrics *_mae: the same with plain
     absolute errors (forces per component, eV/A).  Padding and missing labels are masked.
     """
@@ -45,7 +47,8 @@ def loss_terms(pred: dict, tgt: Targets, batch: GraphBatch, huber_delta: float =
     if "forces" in pred:
         df = pred["forces"] - tgt.forces
         m_f = node_has(tgt.has_forces)
-        out["forces"] = (_masked_sum(_penalty(safe_norm(df), huber_delta), m_f), m_f.sum())
+        pen = jnp.sum(df * df, axis=-1) if forces_mse else _penalty(safe_norm(df), huber_delta)
+        out["forces"] = (_masked_sum(pen, m_f), m_f.sum())
         out["forces_mae"] = (_masked_sum(jnp.abs(df).mean(-1), m_f), m_f.sum())
     if "stress" in pred:
         ds = (pred["stress"] - tgt.stress) * EV_PER_A3_TO_GPA

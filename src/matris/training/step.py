@@ -75,9 +75,10 @@ def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), ema)
 
 
-def _summed_terms(predict, params, batches, targets, huber: float) -> dict:
+def _summed_terms(predict, params, batches, targets, loss_cfg: LossConfig) -> dict:
     """vmap loss_terms over the stacked sub-batches and add them up."""
-    per = jax.vmap(lambda b, t: loss_terms(predict(params, b), t, b, huber))(batches, targets)
+    per = jax.vmap(lambda b, t: loss_terms(predict(params, b), t, b, loss_cfg.huber_delta,
+                                           loss_cfg.forces_mse))(batches, targets)
     return jax.tree_util.tree_map(lambda x: jnp.sum(x, axis=0), per)
 
 
@@ -102,7 +103,7 @@ def make_train_step(model_cfg: MatRISConfig, loss_cfg: LossConfig, optim_cfg: Op
         weights = stage_weights(loss_cfg, total_steps, state.step) if total_steps else loss_cfg
 
         def loss_fn(params):
-            terms = _summed_terms(predict, params, batches, targets, loss_cfg.huber_delta)
+            terms = _summed_terms(predict, params, batches, targets, loss_cfg)
             return weighted_loss(terms, weights), terms
 
         (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -135,7 +136,7 @@ def make_eval_step(model_cfg: MatRISConfig, loss_cfg: LossConfig, mesh: Mesh, ta
     predict = make_predictor(model_cfg, task)
 
     def evaluate(params, batches, targets):
-        return _summed_terms(predict, params, batches, targets, loss_cfg.huber_delta)
+        return _summed_terms(predict, params, batches, targets, loss_cfg)
 
     data = NamedSharding(mesh, PartitionSpec("data"))
     repl = NamedSharding(mesh, PartitionSpec())
