@@ -25,7 +25,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy / torch load (one thread per worker)
 
-import argparse  # noqa: E402
 import collections  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -101,11 +100,7 @@ def plan(atoms: list[Atoms], seed: int, covered: list[str], minimum: int) -> lis
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seed", type=int, default=20240711)
-    ap.add_argument("--outdir", type=Path, default=md.REPO / "data")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes (one teacher each)")
+    ap = sd.arg_parser(__doc__)
     ap.add_argument("--min-compounds", type=int, default=4)
     ap.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     args = ap.parse_args()

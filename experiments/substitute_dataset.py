@@ -183,12 +183,18 @@ def run_and_append(atoms: list[Atoms], plan_: list, specs: list, seed: int, jobs
     return kept, rejected, failed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every supplement script takes: --seed, --outdir, --jobs."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=20240711)
     ap.add_argument("--outdir", type=Path, default=md.REPO / "data")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (one teacher each)")
+    return ap
+
+
+def main() -> None:
+    ap = arg_parser(__doc__)
     ap.add_argument("--limit", type=int, default=0, help="only the first N new families")
     args = ap.parse_args()
     t0 = time.time()
