@@ -49,7 +49,8 @@ class LossConfig:
     """Spec 7: 5 MAE(E/atom) + 5 L2MAE(F) + 0.1 MAE(stress, GPa) + 0.1 MAE(magmom).
     ``huber_delta`` > 0 replaces every absolute error by a Huber loss with that delta.
     ``forces_mse``: the force term is the mean squared error norm ||dF||^2 (eV^2/A^2, as
-    MACE and NequIP train) instead of the L2MAE; it weighs large force errors more."""
+    MACE and NequIP train) instead of the L2MAE; it weighs large force errors more
+    (``huber_delta`` then applies to the other terms only)."""
 
     energy: float = 5.0
     forces: float = 5.0
