@@ -23,7 +23,15 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from .layers import Piece, apply_ffn, gated_input_bias, gated_mlp, gated_output, piece_projection
+from .layers import (
+    Piece,
+    add_pair,
+    apply_ffn,
+    gated_input_bias,
+    gated_mlp,
+    gated_output,
+    piece_projection,
+)
 from .ops import finite_or_zero, softmax_normalise, softmax_numerators
 
 
@@ -56,7 +64,7 @@ def from_chunks(y: jax.Array, rows: int) -> jax.Array:
 
 def _pieces(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], columns: dict):
     """Per-row pieces become chunk columns, gathered pieces per-node tables (projected once)
-    plus index columns; returns the per-chunk input-layer function c -> acc [S, 2h]."""
+    plus index columns; returns the per-chunk input-layer function c -> (core, gate) [S, h]."""
     tables = {}
     for k, (x, index) in enumerate(pieces):
         if index is None:
@@ -69,8 +77,11 @@ def _pieces(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], columns: d
     def acc(c):
         out = bias
         for k in range(len(pieces)):
-            out = out + (tables[k][c[f"i{k}"]] if k in tables
-                         else piece_projection(p, in_dims, k, c[f"x{k}"]))
+            if k in tables:
+                core, gate = tables[k]
+                out = add_pair(out, (core[c[f"i{k}"]], gate[c[f"i{k}"]]))
+            else:
+                out = add_pair(out, piece_projection(p, in_dims, k, c[f"x{k}"]))
         return out
 
     return acc

@@ -105,26 +105,36 @@ class NormParams(nn.Module):
         return norm_params(self, self.kind, d, self.dtype)
 
 
-def piece_projection(p: dict, in_dims: Sequence[int], k: int, x: jax.Array) -> jax.Array:
-    """x [R, in_dims[k]] -> [R, 2h]: piece k's rows of the core and gate input kernels."""
+# The gated MLP's input layer keeps its core and gate pre-activations as a pair of [M, h]
+# arrays, never one [M, 2h] array cut in two: the cut's gradient (pad + add over every row)
+# cost 10 % of a force call at the official widths (128 Fe atoms, 2.84 -> 2.55 s).
+Pair = tuple[jax.Array, jax.Array]
+
+
+def piece_projection(p: dict, in_dims: Sequence[int], k: int, x: jax.Array) -> Pair:
+    """x [R, in_dims[k]] -> (core, gate) [R, h] each: piece k's rows of the input kernels."""
     start = sum(in_dims[:k])
     rows = slice(start, start + in_dims[k])
-    return x @ jnp.concatenate([p["core_in_kernel"][rows], p["gate_in_kernel"][rows]], axis=1)
+    return x @ p["core_in_kernel"][rows], x @ p["gate_in_kernel"][rows]
 
 
-def gated_output(p: dict, acc: jax.Array, kind: str, eps: float) -> jax.Array:
-    """The GatedMLP after its input layer: acc [M, 2h] (core | gate pre-activations, biases
-    included) -> SiLU(N_c(SiLU(core) W + b)) * sigmoid(N_g(SiLU(gate) W + b)), [M, out]."""
-    h = acc.shape[-1] // 2
-    core = nn.silu(acc[:, :h]) @ p["core_out_kernel"] + p["core_out_bias"]
-    gate = nn.silu(acc[:, h:]) @ p["gate_out_kernel"] + p["gate_out_bias"]
+def add_pair(a: Pair, b: Pair) -> Pair:
+    """(a_core + b_core, a_gate + b_gate)."""
+    return a[0] + b[0], a[1] + b[1]
+
+
+def gated_output(p: dict, acc: Pair, kind: str, eps: float) -> jax.Array:
+    """The GatedMLP after its input layer: acc = (core, gate) pre-activations [M, h] each,
+    biases included -> SiLU(N_c(SiLU(core) W + b)) * sigmoid(N_g(SiLU(gate) W + b)), [M, out]."""
+    core = nn.silu(acc[0]) @ p["core_out_kernel"] + p["core_out_bias"]
+    gate = nn.silu(acc[1]) @ p["gate_out_kernel"] + p["gate_out_bias"]
     core, gate = apply_norm(p["core_norm"], core, kind, eps), apply_norm(p["gate_norm"], gate, kind, eps)
     return nn.silu(core) * nn.sigmoid(gate)
 
 
-def gated_input_bias(p: dict) -> jax.Array:
-    """[2h] the core | gate input biases."""
-    return jnp.concatenate([p["core_in_bias"], p["gate_in_bias"]])
+def gated_input_bias(p: dict) -> Pair:
+    """(core, gate) input biases, [h] each."""
+    return p["core_in_bias"], p["gate_in_bias"]
 
 
 def gated_mlp(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], kind: str,
@@ -132,7 +142,8 @@ def gated_mlp(p: dict, in_dims: Sequence[int], pieces: Sequence[Piece], kind: st
     """The GatedMLP module's function on its parameters p (see GatedMLP).  Returns [M, out]."""
     acc = gated_input_bias(p)
     for k, (x, index) in enumerate(pieces):
-        acc = acc + gather_rows(piece_projection(p, in_dims, k, x), index)
+        core, gate = piece_projection(p, in_dims, k, x)
+        acc = add_pair(acc, (gather_rows(core, index), gather_rows(gate, index)))
     return gated_output(p, acc, kind, eps)
 
 
