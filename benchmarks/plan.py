@@ -1,13 +1,13 @@
 """What `make bench-scaling` measures: the curves, their sizes and their time budgets.
 
-A JAX curve without a variant runs as the calculator does (force/stress shapes whose plain
-scratch would pass ``matris.calculator.PLAIN_SCRATCH_LIMIT`` rematerialised); a variant fixes
-the setting for
-every size.  A curve is one model (JAX preset or variant, the official PyTorch model, or a teacher) on one
-system, doubling from 16 atoms; each worker stops by itself at the first size that does not fit
-in memory or would overrun the curve's time budget.  Budgets are seconds per (curve, system,
-thread count).  The full plan is sized for about 60 minutes on the 2-core development VM; the
-quick plan for under 5 minutes; the GPU plan for about 6 minutes on one H100/H200.
+A JAX curve without a variant runs as the calculator does (each force/stress shape in the
+fastest variant whose scratch fits: ``matris.calculator.variants_for``); a variant fixes the
+setting for every size.  A curve is one model (JAX preset or variant, the official PyTorch
+model, or a teacher) on one system, doubling from 16 atoms; each worker stops by itself at
+the first size that does not fit in memory or would overrun the curve's time budget.
+Budgets are seconds per (curve, system, thread count).  The full plan is sized for about 60
+minutes on the 2-core development VM; the quick plan for under 5 minutes; the GPU plan for
+about 6 minutes on one H100/H200.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where the time of one jitted call goes on CPU: XLA thunk times by kind, dot FLOP rate.
 
     make bench-profile    (= .venv/bin/python benchmarks/profile_call.py [--preset official]
-        [--system fecr] [--atoms 128] [--task efs] [--remat [--save-dots]] [--out FILE.md])
+        [--system fecr] [--atoms 128] [--task efs] [--remat [--save-dots]] [--chunk ROWS] [--out FILE.md])
 
 Builds the benchmark's structure (bcc Fe-Cr or rock-salt MgO), compiles the predictor of the
 task with random parameters, warms up, then records two calls with jax.profiler and sums the
@@ -74,6 +74,8 @@ def main(argv=None) -> None:
     ap.add_argument("--remat", action="store_true")
     ap.add_argument("--save-dots", action="store_true",
                     help="with --remat: keep the matrix-product outputs (remat_save_dots)")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="run the sub-layers in chunks of this many rows (chunk_rows)")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -84,7 +86,8 @@ def main(argv=None) -> None:
     from matris.graph import budgets_for, graph_for, pack
     from matris.potential import init_params, make_predictor
 
-    cfg = get_config(args.preset, remat=args.remat, remat_save_dots=args.save_dots)
+    cfg = get_config(args.preset, remat=args.remat, remat_save_dots=args.save_dots,
+                     chunk_rows=args.chunk)
     atoms = systems.make(args.system, args.atoms)
     graph = graph_for(atoms, cfg)
     batch, _ = pack([graph], budgets_for([graph]))
@@ -109,7 +112,8 @@ def main(argv=None) -> None:
     dots = kinds.get("ynn_fusion", 0.0)
     _, edges, bonds, angles = graph.sizes
     lines = [f"# Profile: {args.preset}, {args.system} {len(atoms)} atoms, task {args.task}"
-             f"{' (remat' + (', products kept)' if args.save_dots else ')') if args.remat else ''}",
+             f"{' (remat' + (', products kept)' if args.save_dots else ')') if args.remat else ''}"
+             f"{f' (chunks of {args.chunk} rows)' if args.chunk else ''}",
              "",
              f"{edges} edges, {bonds} bonds, {angles} angles; {jax.devices()[0].device_kind}; "
              f"wall {wall:.3f} s per call (mean of {calls}); thunk time summed over "

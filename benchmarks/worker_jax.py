@@ -124,8 +124,9 @@ def flops_of(compiled, cfg) -> float | None:
 
 def compile_task(spec, cfg, params, batch, task):
     """(executable, the config it runs): with spec auto_remat the calculator's own choice for
-    this shape (plain; or the sub-layers in chunks of rows; or chunked and rematerialised
-    where even that is short of memory); otherwise exactly the curve's config."""
+    this shape (`matris.calculator.variants_for`: plain, or the sub-layers in chunks of rows
+    keeping their products, chunked, chunked and rematerialised, the fastest that fits);
+    otherwise exactly the curve's config."""
     import jax
 
     from matris.calculator import CompiledPredictor
@@ -271,7 +272,7 @@ def probe_limit(spec, cfg, params, last, head) -> None:
 
 def predicted_next(rec: dict, spec: dict) -> float:
     """Seconds the next (doubled) size is expected to take, from this size's costs."""
-    run = sum(t.get("median_s", 0) * (2 + procstats.repeats_for(2.1 * t.get("median_s", 0),
+    run = sum(t.get("median_s", 0) * (3 + procstats.repeats_for(2.1 * t.get("median_s", 0),
               spec.get("max_repeats", 5), spec.get("target_s", 20))) for t in _tasks(rec, spec))
     comp = sum(t.get("compile_s", 0) for t in _tasks(rec, spec))
     return 2.1 * run + 1.2 * comp + 2.5 * rec.get("graph_s", 0)

@@ -14,7 +14,7 @@ from helpers import structures
 import matris
 from matris import calculator as calculator_module
 from matris.bundle import DEFAULT_MODEL, MODELS_DIR
-from matris.calculator import CompiledPredictor, compiled_predictor, needs_low_memory
+from matris.calculator import CompiledPredictor, compiled_predictor, needs_low_memory, variants_for
 from matris.graph import budgets_for, build_graph, graph_sizes, pack
 from matris.md import init_velocities
 
@@ -82,35 +82,47 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
 
 def test_large_shapes_use_low_memory_variants_with_equal_results(model, structs, floor,
                                                                   direct_fn, monkeypatch):
-    """When the plain scratch would pass PLAIN_SCRATCH_LIMIT a force call compiles the
-    sub-layers in chunks of rows: same results.  When even that scratch does not fit the memory
-    budget it compiles again, chunked and rematerialised (a second compilation)."""
-    assert not needs_low_memory(model.config, "efs", 1000)  # a few MB: plain
+    """A force call compiles the fastest variant whose scratch estimate fits the memory
+    budget (plain, chunked keeping products, chunked, chunked + remat) and falls through to
+    the next when XLA's memory analysis says it does not fit: same results every time."""
+    assert variants_for(model.config, "efs", 1000)[0] == "plain"  # a few MB
     big = model.config.replace(dtype="float32", angle_dim=128, num_layers=6)  # 256 Fe atoms
     monkeypatch.setattr(calculator_module, "available_memory", lambda: 24e9)
-    assert not needs_low_memory(big, "efs", 23296) and needs_low_memory(big, "efs", 46592)
+    monkeypatch.setattr(calculator_module, "heap_kept", lambda: False)
+    assert variants_for(big, "efs", 23296)[0] == "plain"  # 4.6 GB estimated
+    assert variants_for(big, "efs", 46592)[0] == "chunked_dots"  # 9.2 > PLAIN_SCRATCH_LIMIT
+    monkeypatch.setattr(calculator_module, "heap_kept", lambda: True)  # that limit is off
+    assert variants_for(big, "efs", 46592)[0] == "plain"  # 9.2 GB < half of 24 GB
+    assert variants_for(big, "efs", 3 * 46592) == ["chunked", "lean"]
+    assert variants_for(big, "efs", 64 * 46592) == ["lean"]
     monkeypatch.setattr(calculator_module, "available_memory", lambda: 4e9)
-    assert needs_low_memory(big, "efs", 23296)  # 4.6 GB estimated > half of 4 GB
-    monkeypatch.setattr(calculator_module, "PLAIN_SCRATCH_LIMIT", 0)
+    assert variants_for(big, "efs", 23296)[0] == "chunked"  # products kept: 2.7 GB > 2 GB
+    assert needs_low_memory(big, "efs", 23296) and not needs_low_memory(big, "efs", 100)
     monkeypatch.setattr(calculator_module, "CHUNK_ROWS", 300)
     cfg = model.config
     graph = build_graph(structs["periodic"], cfg.cutoff, cfg.three_body_cutoff)
     batch, _ = pack([graph], floor, dtype=np.float64)
     assert batch.angle_center.shape[0] > 2 * 300  # the chunked executables do loop
     ref = direct_fn(model.params, batch)
-    for memory, chosen, compilations in ((1 << 40, dict(chunk_rows=300, remat=False), 1),
-                                         (0, dict(chunk_rows=300, remat=True), 2)):
+    chunked = dict(chunk_rows=300, remat=False, remat_save_dots=False)
+    for memory, estimate, chosen, compilations in (
+            (1 << 40, None, dict(chunked, remat_save_dots=True), 1),  # the first that fits
+            (4, 1.0, dict(chunked, remat=True), 3)):  # XLA's analysis refuses all but the last
         monkeypatch.setattr(calculator_module, "available_memory", lambda: memory)
+        if estimate is not None:  # every estimate fits (1 byte < 2), no executable does
+            monkeypatch.setattr(calculator_module, "scratch_estimate", lambda *a: estimate)
+        monkeypatch.setattr(calculator_module, "PLAIN_SCRATCH_LIMIT", 0)
+        monkeypatch.setattr(calculator_module, "heap_kept", lambda: False)
         holder = CompiledPredictor(cfg, "efsm")
-        holder._jitted = None  # the plain function must not be used for this shape
+        holder._jitted["plain"] = None  # the plain function must not be used for this shape
         got = holder(model.params, batch)
         for key in ("energy", "forces", "stress", "magmoms"):
             np.testing.assert_allclose(got[key], np.asarray(ref[key]), atol=TOL, err_msg=key)
         assert holder.compilations == compilations
         assert holder.chosen[holder.key(batch)] == cfg.replace(**chosen)
-    assert needs_low_memory(cfg, "efs", 1) and not needs_low_memory(cfg, "e", 1)  # energy only
-    assert not needs_low_memory(cfg.replace(remat=True), "efs", 1)  # the config chose
-    assert not needs_low_memory(cfg.replace(chunk_rows=64), "efs", 1)
+    assert variants_for(cfg, "e", 1) == ["config"]  # energy only: no backward pass
+    assert variants_for(cfg.replace(remat=True), "efs", 1) == ["config"]  # the config chose
+    assert variants_for(cfg.replace(chunk_rows=64), "efs", 1) == ["config"]
 
 
 def test_task_and_dtype(model, structs, floor):

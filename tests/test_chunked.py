@@ -24,11 +24,13 @@ def test_chunk_layout_covers_rows():
     np.testing.assert_array_equal(from_chunks(xs["x"], 7), x)
 
 
-@pytest.mark.parametrize("preset,smooth,remat", [
-    ("tiny", True, True), pytest.param("official", False, False, marks=pytest.mark.slow)])
-def test_chunked_equals_whole(preset, smooth, remat):
+@pytest.mark.parametrize("preset,smooth,remat,save_dots", [
+    ("tiny", True, True, False), ("tiny", False, False, True),
+    pytest.param("official", False, False, False, marks=pytest.mark.slow)])
+def test_chunked_equals_whole(preset, smooth, remat, save_dots):
     """Energies, forces, stress and magmoms of a padded batch of five structures (both graphs
-    chunked; with and without rematerialised blocks) equal the unchunked model's."""
+    chunked; with and without rematerialised blocks, with the loop bodies' products kept or
+    recomputed) equal the unchunked model's."""
     overrides = {}
     if preset == "official":  # its functions (RMSNorm, spherical basis, no cutoff weights), smaller
         overrides = dict(num_layers=2, atom_dim=32, bond_dim=32, angle_dim=32,
@@ -38,7 +40,7 @@ def test_chunked_equals_whole(preset, smooth, remat):
     budgets = budgets_for([build_graph(a, cfg.cutoff, cfg.three_body_cutoff) for a in atoms])
     whole, batch = predict(cfg, params, fn, atoms, budgets)
     assert int(batch.angle_mask.sum()) > 3 * 300 and batch.centers.shape[0] > 3 * 300
-    chunked_cfg = cfg.replace(chunk_rows=300, remat=remat)
+    chunked_cfg = cfg.replace(chunk_rows=300, remat=remat, remat_save_dots=save_dots)
     chunked, _ = predict(chunked_cfg, params, jax.jit(make_predictor(chunked_cfg, "efsm")), atoms,
                          budgets)
     for key in ("energy", "forces", "stress", "magmoms"):

@@ -62,21 +62,23 @@ def enable_x64_for(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-# A force/stress call whose plain scratch would pass PLAIN_SCRATCH_LIMIT or half the available
-# memory runs its sub-layers in chunks of CHUNK_ROWS rows (``chunk_rows``, `matris.nn.chunked`;
-# same numbers), and when even that executable's scratch (XLA's memory analysis) passes
-# LEAN_MEMORY_FRACTION of the available memory, also rematerialises each block (``remat``).
-# The plain scratch grows with padded angles x angle width x blocks: 207 (official shape) to
-# 257 (default model) bytes per (angle, feature, block) in float32.  Measured on the 2-core VM,
-# official shape, bcc Fe-Cr, E+F+S (runs interleaved in one process):
-#   per angle (XLA temp):  plain 188 KB, chunked 52 KB, chunked + remat 15 KB
-#                          (remat alone 37 KB, remat keeping the products 70 KB)
-#   128 atoms: plain 2.08-2.28 s, chunked 2.55 s;  256 atoms (8.8 GB plain): chunked 4.5-4.8 s,
-#   chunked + remat 6.0-6.9 s, remat alone 6.5 s, remat keeping the products 6.1 s.
-# Chunks of 4,096 rows beat 2,048 (4.55 vs 4.76 s) and 16,384 (8.1 s, cache misses).
-# Large plain buffers are also slow to fault in on CPU (hence the fixed limit there).
-PLAIN_BYTES_PER_ANGLE_FEATURE = 64  # per (angle, feature, block) and byte of the dtype
-PLAIN_SCRATCH_LIMIT = 6e9  # CPU only; on an accelerator the memory fraction alone decides
+# How a force/stress call runs: the fastest variant whose scratch fits.  Variants, fastest
+# first, with the scratch they need per (padded angle, angle feature, block, dtype byte):
+#   plain                                      64   (measured 47)
+#   chunked, products kept (chunk_rows=CHUNK_ROWS, remat_save_dots)   38   (measured 28)
+#   chunked (chunk_rows; loop body recomputed)                         22   (measured 16.5)
+#   lean: chunked + remat (each block recomputed)                       7   (measured 5)
+# Measured on the 2-core VM, official shape (6 blocks x 128), bcc Fe-Cr, E+F+S, the heap kept
+# (`matris.runtime`), one process, interleaved: 256 atoms plain 4.6-5.0 s (XLA scratch
+# 6.8 GB; the first two calls 17-20 s while the heap grows), chunked with products kept
+# 5.7 s (4.0 GB), chunked 6.1-6.9 s (2.4 GB); earlier, chunked + remat about 1.3x chunked.
+# Chunks of 4,096 rows beat 2,048 and 16,384 (cache misses).  A variant fits when its
+# estimate stays under LEAN_MEMORY_FRACTION of the available memory; on CPU without the heap
+# kept, plain also under PLAIN_SCRATCH_LIMIT (every call would fault its buffers in afresh).
+# After compiling, XLA's memory analysis has the last word: over the fraction, the next
+# variant compiles too.
+VARIANT_BYTES = {"plain": 64, "chunked_dots": 38, "chunked": 22, "lean": 7}
+PLAIN_SCRATCH_LIMIT = 6e9  # CPU without the heap kept only
 CHUNK_ROWS = 4096
 LEAN_MEMORY_FRACTION = 0.5
 
@@ -101,29 +103,51 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def plain_scratch_estimate(config: MatRISConfig, num_angles: int) -> float:
-    """Bytes of scratch a plain (not rematerialised) force call needs, roughly."""
+def variant_config(config: MatRISConfig, name: str) -> MatRISConfig:
+    """``config`` run as variant ``name`` (a key of VARIANT_BYTES); same function."""
+    overrides = {"plain": {},
+                 "chunked_dots": dict(chunk_rows=CHUNK_ROWS, remat_save_dots=True),
+                 "chunked": dict(chunk_rows=CHUNK_ROWS, remat_save_dots=False),
+                 "lean": dict(chunk_rows=CHUNK_ROWS, remat=True, remat_save_dots=False)}[name]
+    return config.replace(**overrides)
+
+
+def scratch_estimate(config: MatRISConfig, num_angles: int, name: str = "plain") -> float:
+    """Bytes of scratch a force call of variant ``name`` needs, roughly."""
     per_angle = config.angle_dim * config.num_layers * np.dtype(config.dtype).itemsize
-    return PLAIN_BYTES_PER_ANGLE_FEATURE * per_angle * num_angles
+    return VARIANT_BYTES[name] * per_angle * num_angles
+
+
+def scratch_limit(name: str) -> float:
+    """Bytes of scratch variant ``name`` may use (see VARIANT_BYTES above)."""
+    limit = LEAN_MEMORY_FRACTION * available_memory()
+    if name == "plain" and jax.devices()[0].platform == "cpu" and not heap_kept():
+        limit = min(PLAIN_SCRATCH_LIMIT, limit)
+    return limit
+
+
+def variants_for(config: MatRISConfig, task: str, num_angles: int) -> list[str]:
+    """The variants a call of ``task`` on ``num_angles`` padded angles may compile, in the
+    order to try: from the fastest whose estimate fits to the leanest.  Only ``["config"]``
+    (run the config as given) for energy-only tasks and configs that already choose
+    (``remat`` or ``chunk_rows`` set)."""
+    if "f" not in task or config.remat or config.chunk_rows:
+        return ["config"]
+    names = list(VARIANT_BYTES)
+    for k, name in enumerate(names[:-1]):
+        if scratch_estimate(config, num_angles, name) <= scratch_limit(name):
+            return names[k:]
+    return names[-1:]
 
 
 def needs_low_memory(config: MatRISConfig, task: str, num_angles: int) -> bool:
-    """Whether a call of ``task`` on a batch with ``num_angles`` padded angles should compile
-    a low-memory variant (chunked, then also rematerialised): gradient tasks whose plain
-    scratch estimate passes LEAN_MEMORY_FRACTION of the available memory or, on CPU (where
-    very large per-call buffers are slow to fault in), PLAIN_SCRATCH_LIMIT; unless the config
-    already chooses (``remat`` or ``chunk_rows`` set)."""
-    if "f" not in task or config.remat or config.chunk_rows:
-        return False
-    limit = LEAN_MEMORY_FRACTION * available_memory()
-    if jax.devices()[0].platform == "cpu":
-        limit = min(PLAIN_SCRATCH_LIMIT, limit)
-    return plain_scratch_estimate(config, num_angles) > limit
+    """Whether such a call compiles anything but the plain model (`variants_for`)."""
+    return variants_for(config, task, num_angles)[0] not in ("config", "plain")
 
 
 def lean_config(config: MatRISConfig) -> MatRISConfig:
     """The least-memory variant of ``config`` (what the calculator falls back to last)."""
-    return config.replace(chunk_rows=CHUNK_ROWS, remat=True)
+    return variant_config(config, "lean")
 
 
 class CompiledPredictor:
@@ -131,21 +155,20 @@ class CompiledPredictor:
 
     ``holder(params, batch)`` -> dict of numpy outputs (see `make_predictor`).  Executables are
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
-    Shapes for which `needs_low_memory` holds compile with ``chunk_rows=CHUNK_ROWS`` (the
-    sub-layers in chunks of rows), and when that executable's scratch passes
-    LEAN_MEMORY_FRACTION of the available memory, again with ``remat=True`` as well (then two
-    compilations for that shape).  ``chosen[key]`` is the config an executable runs.
+    Force/stress shapes compile the fastest variant whose scratch fits (`variants_for`:
+    plain, chunked keeping products, chunked, lean); when XLA's memory analysis of that
+    executable passes LEAN_MEMORY_FRACTION of the available memory, the next variant compiles
+    too.  ``chosen[key]`` is the config an executable runs.
     """
 
     def __init__(self, config: MatRISConfig, task: str):
         compile_cache.enable()  # a shape compiled once on this machine loads from disk later
         self.config, self.task = config, check_task(task)
         self.dtype = np.dtype(config.dtype)
-        self._configs = {"_jitted": config,
-                         "_jitted_chunked": config.replace(chunk_rows=CHUNK_ROWS),
-                         "_jitted_lean": lean_config(config)}
-        for name, cfg in self._configs.items():
-            setattr(self, name, jax.jit(make_predictor(cfg, task)))
+        self._configs = {"config": config, **{name: variant_config(config, name)
+                                              for name in VARIANT_BYTES}}
+        self._jitted = {name: jax.jit(make_predictor(cfg, task))
+                        for name, cfg in self._configs.items()}
         self.chosen: dict[tuple, MatRISConfig] = {}  # key -> the config its executable runs
         self._executables: dict[tuple, Any] = {}
         self.compilations = 0
@@ -157,20 +180,20 @@ class CompiledPredictor:
         """The compiled executable for this batch's shape (compiled on first use)."""
         key = self.key(batch)
         if key not in self._executables:
-            if not needs_low_memory(self.config, self.task, batch.angle_center.shape[0]):
-                exe = self._compile("_jitted", key, params, batch)
-            else:
-                exe = self._compile("_jitted_chunked", key, params, batch)
-                scratch = exe.memory_analysis().temp_size_in_bytes
-                if scratch > LEAN_MEMORY_FRACTION * available_memory():
-                    exe = self._compile("_jitted_lean", key, params, batch)
+            names = variants_for(self.config, self.task, batch.angle_center.shape[0])
+            for k, name in enumerate(names):
+                exe = self._compile(name, key, params, batch)
+                if k == len(names) - 1 or name in ("config", "plain"):
+                    break  # plain fitted its estimate; XLA's CPU scratch is below it
+                if exe.memory_analysis().temp_size_in_bytes <= scratch_limit(name):
+                    break
             self._executables[key] = exe
         return self._executables[key]
 
     def _compile(self, name: str, key: tuple, params, batch):
         self.compilations += 1
         self.chosen[key] = self._configs[name]
-        return getattr(self, name).lower(params, batch).compile()
+        return self._jitted[name].lower(params, batch).compile()
 
     def __call__(self, params, batch: GraphBatch) -> dict[str, np.ndarray]:
         out = self.executable(params, batch)(params, batch)

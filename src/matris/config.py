@@ -29,9 +29,11 @@ class MatRISConfig:
     interaction block in the backward pass, blocks then run in a rolled loop (about 5x less
     memory for forces; on CPU 10-30 % slower while the unrolled model's buffers are small,
     faster once they pass a few GB: official shape, 128 atoms slower, 256 atoms faster).
-    remat_save_dots: with remat, keep the matrix-product outputs and recompute only the
-    elementwise work (about 2.3x the memory of full remat, half of none; official shape on
-    the 2-core VM, runs interleaved: 256 Fe atoms 4.65 vs 5.00 s, 512 atoms 11.0 vs 11.9 s).
+    remat_save_dots: in rematerialised code (remat blocks, chunked loop bodies) keep the
+    matrix-product outputs and recompute only the elementwise work (block remat: about 2.3x
+    the memory of full remat, half of none; official shape on the 2-core VM, runs
+    interleaved: 256 Fe atoms 4.65 vs 5.00 s, 512 atoms 11.0 vs 11.9 s; chunked: 28 vs 16.5
+    bytes per angle, feature and block, 256 atoms 5.7 vs 6.1-6.9 s).
     chunk_rows: > 0 runs every attention and refinement sub-layer over chunks of that many
     rows (angles, directed edges) with a rematerialised loop body (`matris.nn.chunked`): a
     force call's per-row scratch shrinks from dozens of whole [rows, width] arrays per block

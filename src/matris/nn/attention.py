@@ -33,6 +33,7 @@ class SeparableAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     chunk: int = 0
     symmetric: bool = False
+    save_dots: bool = False  # chunked: keep the products of the loop body (`chunked.loop_body`)
 
     @nn.compact
     def __call__(self, x, y, tgt, src, y_index=None, weights=None):
@@ -70,12 +71,12 @@ class SeparableAttention(nn.Module):
         p, eps = self.variables["params"], norm_eps(self.norm, self.eps, self.dtype)
         if not self.symmetric:
             return chunked_attention(p, x, y, tgt, src, y_index, weights, self.norm, eps,
-                                     self.chunk)
+                                     self.chunk, self.save_dots)
         rows = tgt.shape[0]
         edge_mlp = ordered_gated(p["edge_mlp"], (y.shape[1], x.shape[1]),
                                  ((y, None), (x, (tgt, src))))
         x_new, y_new = chunked_attention({**p, "edge_mlp": edge_mlp}, x, doubled(y),
                                          *both_ways((tgt, src)), None, doubled(weights),
-                                         self.norm, eps, self.chunk)
+                                         self.norm, eps, self.chunk, self.save_dots)
         return x_new, y_new[:rows]
 

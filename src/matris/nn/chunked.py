@@ -5,7 +5,9 @@ atoms ~180x (official shape, bcc Fe), and every per-row array is [R, 128]: a for
 backward pass keeps dozens of them per block.  Here the per-row work of a sub-layer runs in a
 ``lax.scan`` over chunks of rows whose body is rematerialised: the backward pass keeps only the
 chunk inputs (per-row features where the sub-layer has them, and the index columns) and
-recomputes one chunk at a time, so the per-row scratch is a few [chunk, 128] arrays.  Per-node
+recomputes one chunk at a time, so the per-row scratch is a few [chunk, 128] arrays (with
+``remat_save_dots`` the body's matrix products are kept per row and only the elementwise work
+is recomputed: more memory, less time; `loop_body`).  Per-node
 quantities stay whole: projections of gathered pieces are computed once per node outside the
 loop (loop constants); softmax sums, message sums and the per-bond fold of the atom graph's
 per-edge outputs are accumulated into per-node carries.
@@ -33,6 +35,15 @@ from .layers import (
     piece_projection,
 )
 from .ops import finite_or_zero, softmax_normalise, softmax_numerators
+
+
+def loop_body(body, save_dots: bool):
+    """The scan body, rematerialised in the backward pass: everything is recomputed from the
+    chunk's inputs (least memory), or with save_dots only the elementwise work, the matrix
+    products' outputs being kept per row (a few [rows, width] arrays per sub-layer; official
+    shape, 256 Fe-Cr atoms: XLA scratch 2.4 -> 4.0 GB, about 20 % faster)."""
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if save_dots else None
+    return jax.checkpoint(body, policy=policy)
 
 
 def chunk_layout(rows: int, chunk: int) -> tuple[int, int]:
@@ -93,11 +104,13 @@ def _fold(rows_out, carry_extra, y_index, rows: int):
     return from_chunks(rows_out, rows) if y_index is None else 0.5 * carry_extra
 
 
-def chunked_attention(p: dict, x, y, tgt, src, y_index, w, kind: str, eps: float, chunk: int):
+def chunked_attention(p: dict, x, y, tgt, src, y_index, w, kind: str, eps: float, chunk: int,
+                      save_dots: bool = False):
     """SeparableAttention (same arguments and parameters p) over chunks of ``chunk`` rows.
 
     x [Nx, Dx] nodes; y [Ny, Dy] per row, or per bond with y_index [R]; tgt, src [R];
-    w [R] smooth-cutoff weights or None.  Returns (x_new [Nx, Dx], y_new [Ny, Dy]).
+    w [R] smooth-cutoff weights or None; save_dots: see `loop_body`.
+    Returns (x_new [Nx, Dx], y_new [Ny, Dy]).
     """
     (nx, dx), (ny, dy), rows = x.shape, y.shape, tgt.shape[0]
     pe, in_dims = p["edge_mlp"], (dy, dx, dx)
@@ -136,7 +149,8 @@ def chunked_attention(p: dict, x, y, tgt, src, y_index, w, kind: str, eps: float
 
     zeros = jnp.zeros((nx, dy), y.dtype)
     fold0 = None if y_index is None else jnp.zeros((ny, dy), y.dtype)
-    (nt, dt, ns, ds, fold), values = jax.lax.scan(jax.checkpoint(body), (zeros,) * 4 + (fold0,), xs)
+    carry0 = (zeros,) * 4 + (fold0,)
+    (nt, dt, ns, ds, fold), values = jax.lax.scan(loop_body(body, save_dots), carry0, xs)
     weighted = w is not None
     m_t, m_s = softmax_normalise(nt, dt, weighted), softmax_normalise(ns, ds, weighted)
     x_new = gated_mlp(p["node_mlp"], (dx, dy, dy), [(x, None), (m_t, None), (m_s, None)],
@@ -146,7 +160,7 @@ def chunked_attention(p: dict, x, y, tgt, src, y_index, w, kind: str, eps: float
 
 def chunked_refinement(p: dict, node, edge, pieces: Sequence[Piece], in_dims, radial,
                        envelope_index, tgt, y_index, kind: str, eps: float,
-                       smoothed_delta: bool, chunk: int):
+                       smoothed_delta: bool, chunk: int, save_dots: bool = False):
     """Refinement (same arguments and parameters p) over chunks of ``chunk`` rows.
 
     node [Nv, Dv]; edge [Ny, Dy] per row, or per bond with y_index [R]; pieces: the gated
@@ -175,6 +189,7 @@ def chunked_refinement(p: dict, node, edge, pieces: Sequence[Piece], in_dims, ra
         return carry, (delta if y_index is None else None)
 
     fold0 = None if y_index is None else jnp.zeros((ny, dy), edge.dtype)
-    (n, fold), deltas = jax.lax.scan(jax.checkpoint(body), (jnp.zeros((nv, dy), node.dtype), fold0), xs)
+    (n, fold), deltas = jax.lax.scan(loop_body(body, save_dots),
+                                     (jnp.zeros((nv, dy), node.dtype), fold0), xs)
     node_new = apply_ffn(p["node_ffn"], n) + p["node_res"] * node
     return node_new, _fold(deltas, fold, y_index, rows) + p["edge_res"] * edge

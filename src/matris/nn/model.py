@@ -47,7 +47,7 @@ class InteractionBlock(nn.Module):
         h, b, t = carry
         c = self.config
         dt = jnp.dtype(c.dtype)
-        kw = dict(norm=c.norm, eps=c.norm_eps, dtype=dt)
+        kw = dict(norm=c.norm, eps=c.norm_eps, dtype=dt, save_dots=c.remat_save_dots)
         rkw = dict(kw, smoothed_delta=c.smoothed_delta_edge)
         ctr, nbr, d2u = batch.centers, batch.neighbors, batch.edge_bond
         bt, bs, ac = batch.angle_bond_t, batch.angle_bond_s, batch.angle_center

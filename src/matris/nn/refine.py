@@ -34,6 +34,7 @@ class Refinement(nn.Module):
     smoothed_delta: bool = False
     dtype: jnp.dtype = jnp.float32
     chunk: int = 0  # > 0: the per-row work in chunks of rows (`matris.nn.chunked`)
+    save_dots: bool = False  # chunked: keep the products of the loop body (`chunked.loop_body`)
 
     @nn.compact
     def __call__(
@@ -77,5 +78,5 @@ class Refinement(nn.Module):
             edge = doubled(edge)
         node_new, edge_new = chunked_refinement(
             p, node, edge, pieces, in_dims, radial, envelope_index, tgt, y_index, self.norm,
-            eps, self.smoothed_delta, self.chunk)
+            eps, self.smoothed_delta, self.chunk, self.save_dots)
         return node_new, (edge_new[:rows] if symmetric else edge_new)
