@@ -106,10 +106,14 @@ def memory_fits(compiled, spec, extra: int = 0) -> tuple[bool, dict]:
     free = device_free()
     if free is not None:
         return need < free, info
+    from matris.runtime import heap_free_bytes, heap_kept
+
     cap = spec.get("mem_cap", 0)
-    info["predicted_peak_mb"] = (procstats.rss() + need) / MB
+    # With the heap kept, the RSS includes earlier calls' freed scratch, which this call reuses
+    in_use = procstats.rss() - (heap_free_bytes() if heap_kept() else 0)
+    info["predicted_peak_mb"] = (in_use + need) / MB
     info["mem_cap_mb"] = cap / MB
-    return (not cap) or procstats.rss() + need < cap, info
+    return (not cap) or in_use + need < cap, info
 
 
 def flops_of(compiled, cfg) -> float | None:

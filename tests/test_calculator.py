@@ -89,14 +89,15 @@ def test_large_shapes_use_low_memory_variants_with_equal_results(model, structs,
     big = model.config.replace(dtype="float32", angle_dim=128, num_layers=6)  # 256 Fe atoms
     monkeypatch.setattr(calculator_module, "available_memory", lambda: 24e9)
     monkeypatch.setattr(calculator_module, "heap_kept", lambda: False)
-    assert variants_for(big, "efs", 23296)[0] == "plain"  # 4.6 GB estimated
-    assert variants_for(big, "efs", 46592)[0] == "chunked_dots"  # 9.2 > PLAIN_SCRATCH_LIMIT
+    assert variants_for(big, "efs", 23296)[0] == "plain"  # 3.7 GB estimated
+    assert variants_for(big, "efs", 46592)[0] == "chunked_dots"  # 7.4 > PLAIN_SCRATCH_LIMIT
     monkeypatch.setattr(calculator_module, "heap_kept", lambda: True)  # that limit is off
-    assert variants_for(big, "efs", 46592)[0] == "plain"  # 9.2 GB < half of 24 GB
-    assert variants_for(big, "efs", 3 * 46592) == ["chunked", "lean"]
+    assert variants_for(big, "efs", 2 * 46592)[0] == "plain"  # 14.9 GB < 70 % of 24 GB
+    assert variants_for(big, "efs", 3 * 46592)[0] == "chunked_dots"  # 13.3 GB
+    assert variants_for(big, "efs", 6 * 46592) == ["chunked", "lean"]  # 15.5 GB
     assert variants_for(big, "efs", 64 * 46592) == ["lean"]
-    monkeypatch.setattr(calculator_module, "available_memory", lambda: 4e9)
-    assert variants_for(big, "efs", 23296)[0] == "chunked"  # products kept: 2.7 GB > 2 GB
+    monkeypatch.setattr(calculator_module, "available_memory", lambda: 3e9)
+    assert variants_for(big, "efs", 23296)[0] == "chunked"  # products kept: 2.2 GB > 2.1 GB
     assert needs_low_memory(big, "efs", 23296) and not needs_low_memory(big, "efs", 100)
     monkeypatch.setattr(calculator_module, "CHUNK_ROWS", 300)
     cfg = model.config

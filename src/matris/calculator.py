@@ -63,24 +63,28 @@ def enable_x64_for(dtype: str) -> None:
 
 
 # How a force/stress call runs: the fastest variant whose scratch fits.  Variants, fastest
-# first, with the scratch they need per (padded angle, angle feature, block, dtype byte):
-#   plain                                      64   (measured 47)
-#   chunked, products kept (chunk_rows=CHUNK_ROWS, remat_save_dots)   38   (measured 28)
-#   chunked (chunk_rows; loop body recomputed)                         22   (measured 16.5)
-#   lean: chunked + remat (each block recomputed)                       7   (measured 5)
+# first, with the scratch they need per (padded angle, angle feature, block, dtype byte),
+# estimates about 10 % over what XLA's memory analysis reports (256 and 512 atoms agree):
+#   plain                                      52   (measured 47.4)
+#   chunked, products kept (chunk_rows=CHUNK_ROWS, remat_save_dots)   31   (measured 27.6)
+#   chunked (chunk_rows; loop body recomputed)                         18   (measured 16.5)
+#   lean: chunked + remat (each block recomputed)                       6   (measured 5)
 # Measured on the 2-core VM, official shape (6 blocks x 128), bcc Fe-Cr, E+F+S, the heap kept
 # (`matris.runtime`), one process, interleaved: 256 atoms plain 4.6-5.0 s (XLA scratch
 # 6.8 GB; the first two calls 17-20 s while the heap grows), chunked with products kept
 # 5.7 s (4.0 GB), chunked 6.1-6.9 s (2.4 GB); earlier, chunked + remat about 1.3x chunked.
+# 512 atoms (session 19): plain 9.4 s (13.6 GB, peak RSS 14.8 GB), chunked with products kept
+# 13.4 s (7.9 GB; peak RSS 16.9 GB after a second heap growth), so the budget is 70 % of the
+# free memory, not half: at half, 512 atoms ran chunked on a 24 GB machine.
 # Chunks of 4,096 rows beat 2,048 and 16,384 (cache misses).  A variant fits when its
-# estimate stays under LEAN_MEMORY_FRACTION of the available memory; on CPU without the heap
+# estimate stays under SCRATCH_FRACTION of the available memory; on CPU without the heap
 # kept, plain also under PLAIN_SCRATCH_LIMIT (every call would fault its buffers in afresh).
 # After compiling, XLA's memory analysis has the last word: over the fraction, the next
 # variant compiles too.
-VARIANT_BYTES = {"plain": 64, "chunked_dots": 38, "chunked": 22, "lean": 7}
+VARIANT_BYTES = {"plain": 52, "chunked_dots": 31, "chunked": 18, "lean": 6}
 PLAIN_SCRATCH_LIMIT = 6e9  # CPU without the heap kept only
 CHUNK_ROWS = 4096
-LEAN_MEMORY_FRACTION = 0.5
+SCRATCH_FRACTION = 0.7
 
 
 def available_memory() -> int:
@@ -120,7 +124,7 @@ def scratch_estimate(config: MatRISConfig, num_angles: int, name: str = "plain")
 
 def scratch_limit(name: str) -> float:
     """Bytes of scratch variant ``name`` may use (see VARIANT_BYTES above)."""
-    limit = LEAN_MEMORY_FRACTION * available_memory()
+    limit = SCRATCH_FRACTION * available_memory()
     if name == "plain" and jax.devices()[0].platform == "cpu" and not heap_kept():
         limit = min(PLAIN_SCRATCH_LIMIT, limit)
     return limit
@@ -157,7 +161,7 @@ class CompiledPredictor:
     keyed by (task, dtype, budgets); ``compilations`` counts the executables compiled so far.
     Force/stress shapes compile the fastest variant whose scratch fits (`variants_for`:
     plain, chunked keeping products, chunked, lean); when XLA's memory analysis of that
-    executable passes LEAN_MEMORY_FRACTION of the available memory, the next variant compiles
+    executable passes SCRATCH_FRACTION of the available memory, the next variant compiles
     too.  ``chosen[key]`` is the config an executable runs.
     """
 
