@@ -32,7 +32,10 @@ def setup(spec: dict) -> list[int]:
     """Affinity, memory cap and jax flags; must run before jax is imported."""
     cpus = procstats.pin_threads(spec.get("threads", 0)) if spec.get("pin", True) else []
     if spec.get("mem_cap"):
-        procstats.cap_memory(spec["mem_cap"] + spec.get("address_slack", 4 << 30))
+        # address space, not memory: a kept heap keeps its range after its free pages are
+        # given back, and a bigger size maps new memory above it (the RSS watcher in runner.py
+        # enforces the cap itself)
+        procstats.cap_memory(spec["mem_cap"] + spec.get("address_slack", 8 << 30))
     import jax
 
     if spec.get("cache_dir"):
@@ -106,11 +109,11 @@ def memory_fits(compiled, spec, extra: int = 0) -> tuple[bool, dict]:
     free = device_free()
     if free is not None:
         return need < free, info
-    from matris.runtime import heap_free_bytes, heap_kept
+    from matris.runtime import release_free_heap
 
     cap = spec.get("mem_cap", 0)
-    # With the heap kept, the RSS includes earlier calls' freed scratch, which this call reuses
-    in_use = procstats.rss() - (heap_free_bytes() if heap_kept() else 0)
+    release_free_heap()  # earlier sizes' freed scratch (a kept heap) out of the RSS
+    in_use = procstats.rss()
     info["predicted_peak_mb"] = (in_use + need) / MB
     info["mem_cap_mb"] = cap / MB
     return (not cap) or in_use + need < cap, info

@@ -108,17 +108,24 @@ def test_older_jaxlib_keeps_xla_defaults(monkeypatch):
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
 
 
-def test_memory_freed_into_a_kept_heap_counts_as_available():
-    """With the heap kept, a freed 200 MB block stays in the process (MemAvailable drops) but
-    `available_memory` still counts it, through malloc's own free-byte count."""
+def test_memory_freed_into_a_kept_heap_is_given_back_before_sizing_a_call():
+    """With the heap kept, a freed 200 MB block stays in the process (malloc holds it free,
+    the RSS keeps it); `release_free_heap`, which `available_memory` calls first, gives it
+    back to the OS, so it counts once as available memory and not as in use."""
     if with_tunables({}) is None:
         pytest.skip("not Linux with glibc")
-    code = ("import numpy as np; from matris.runtime import heap_free_bytes;"
-            "x = np.ones(25_000_000); del x; print(heap_free_bytes())")
+    code = ("import os, numpy as np; from matris.runtime import heap_free_bytes, "
+            "release_free_heap;\n"
+            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf("
+            "'SC_PAGE_SIZE')\n"
+            "x = np.ones(25_000_000); del x; kept, before = heap_free_bytes(), rss()\n"
+            "release_free_heap(); print(kept, before - rss())")
     env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES["inference"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True).stdout
-    assert int(out.split()[-1]) >= 200_000_000
+    kept, released = (int(v) for v in out.split()[-2:])
+    assert kept >= 200_000_000  # held by malloc, not returned, while the heap is kept
+    assert released >= 150_000_000
 
 
 def test_keep_xla_flags_leaves_them_as_given(monkeypatch):

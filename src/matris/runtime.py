@@ -81,6 +81,20 @@ def heap_free_bytes() -> int:
         return 0
 
 
+def release_free_heap() -> bool:
+    """Give the pages malloc holds free back to the OS (glibc ``malloc_trim(0)``: the top of
+    the heap is cut and free pages inside it are dropped), so that they count as available
+    memory again; the heap keeps its address range.  False where that is not available.
+    With the heap kept, freed scratch can only be reused by calls whose buffers fit in the
+    free blocks: a bigger call needs new memory on top of what the heap holds."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def with_tunables(env: dict[str, str], workload: str = "inference") -> dict[str, str] | None:
     """``env`` with the malloc tunables of ``workload`` ("inference" | "training") added to
     GLIBC_TUNABLES, each unless the user's value already sets that tunable (an explicit choice
