@@ -21,7 +21,8 @@ measured on the 2-core dev VM, 1.1 M page faults and 1.6 s of kernel time in a 2
   of 5.1-5.6 s (1,024 atoms; kernel time compacting memory for 2 MiB pages; official shape
   at 128 atoms 12-28 s vs 8-11 s), and in 3 of 10 runs a later call grew the heap a second
   time (RSS 3.6 -> 6.9 GB, one 6.5 s call), never in 10 runs without; steady calls are
-  0-7 % faster with them (1.29-1.36 vs 1.31-1.52 s at 1,024 atoms, 1.96-2.08 vs 2.11-2.19 s official shape at 128 atoms).
+  0-7 % faster with them (1.29-1.36 vs 1.31-1.52 s at 1,024 atoms, 1.96-2.08 vs 2.11-2.19 s
+  official shape at 128 atoms).
 
 The ``matris`` command re-executes itself once with the tunables of its workload; library
 users can export them before starting Python (``MALLOC_TUNABLES["inference"]``).
