@@ -73,9 +73,10 @@ def enable_x64_for(dtype: str) -> None:
 # (`matris.runtime`), one process, interleaved: 256 atoms plain 4.6-5.0 s (XLA scratch
 # 6.8 GB; the first two calls 17-20 s while the heap grows), chunked with products kept
 # 5.7 s (4.0 GB), chunked 6.1-6.9 s (2.4 GB); earlier, chunked + remat about 1.3x chunked.
-# 512 atoms (session 19): plain 9.4 s (13.6 GB, peak RSS 14.8 GB), chunked with products kept
-# 13.4 s (7.9 GB; peak RSS 16.9 GB after a second heap growth), so the budget is 70 % of the
-# free memory, not half: at half, 512 atoms ran chunked on a 24 GB machine.
+# 512 atoms (session 19, one process per variant): plain 9.4 s (13.6 GB, peak RSS 14.8 GB),
+# chunked with products kept 13.4 s (7.9 GB; peak RSS 16.9 GB after a second heap growth),
+# so the budget is 70 % of the free memory, not half: at half, 512 atoms ran chunked on a
+# 24 GB machine.
 # Chunks of 4,096 rows beat 2,048 and 16,384 (cache misses).  A variant fits when its
 # estimate stays under SCRATCH_FRACTION of the available memory; on CPU without the heap
 # kept, plain also under PLAIN_SCRATCH_LIMIT (every call would fault its buffers in afresh).
@@ -127,9 +128,10 @@ def scratch_estimate(config: MatRISConfig, num_angles: int, name: str = "plain")
     return VARIANT_BYTES[name] * per_angle * num_angles
 
 
-def scratch_limit(name: str) -> float:
-    """Bytes of scratch variant ``name`` may use (see VARIANT_BYTES above)."""
-    limit = SCRATCH_FRACTION * available_memory()
+def scratch_limit(name: str, available: float | None = None) -> float:
+    """Bytes of scratch variant ``name`` may use (see VARIANT_BYTES above), out of
+    ``available`` bytes (default: `available_memory` now)."""
+    limit = SCRATCH_FRACTION * (available_memory() if available is None else available)
     if name == "plain" and jax.devices()[0].platform == "cpu" and not heap_kept():
         limit = min(PLAIN_SCRATCH_LIMIT, limit)
     return limit
@@ -142,9 +144,9 @@ def variants_for(config: MatRISConfig, task: str, num_angles: int) -> list[str]:
     (``remat`` or ``chunk_rows`` set)."""
     if "f" not in task or config.remat or config.chunk_rows:
         return ["config"]
-    names = list(VARIANT_BYTES)
+    names, available = list(VARIANT_BYTES), available_memory()
     for k, name in enumerate(names[:-1]):
-        if scratch_estimate(config, num_angles, name) <= scratch_limit(name):
+        if scratch_estimate(config, num_angles, name) <= scratch_limit(name, available):
             return names[k:]
     return names[-1:]
 
