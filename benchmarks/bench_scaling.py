@@ -10,11 +10,18 @@ curve runs in its own subprocess (memory watchdog, RLIMIT_AS) and stops at the m
 its time budget.  JAX: best of 1 and 2 threads (1 thread = CPU affinity of one core, set before
 jax starts); torch: best of torch.set_num_threads(1) and (2).  Writes
 benchmarks/results/<machine>-<date>.json, .md and two PNG plots (see scaling_report.py).
+
+A paired comparison on this shared VM, whose speed drifts by 20-40 % over an hour:
+    bench_scaling.py --only 'jax:official$' torch:official/mmap0+thp --systems fecr \
+        --min-atoms 128 --max-atoms 256 --threads 2 --rounds 3
+runs both curves three times in alternating order; the report gives the median time over the
+rounds and the median of the per-round speed-ups.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -167,6 +174,14 @@ def parse_args(argv=None):
     p.add_argument("--budget-min", type=float, default=None, help="global wall-clock budget")
     p.add_argument("--budget-scale", type=float, default=1.0, help="multiply curve budgets")
     p.add_argument("--max-atoms", type=int, default=1 << 20)
+    p.add_argument("--min-atoms", type=int, default=None, help="start every curve here")
+    p.add_argument("--systems", nargs="*", default=None, help="only these systems (fecr, mgo)")
+    p.add_argument("--threads", type=int, nargs="*", default=None,
+                   help="thread counts to run (default: each curve's own, 2 and 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the selected curves this many times, in alternating order (a "
+                        "paired comparison: each size's time is the median over rounds, the "
+                        "speed-up the median of the per-round speed-ups)")
     p.add_argument("--mem-cap-gb", type=float, default=None)
     p.add_argument("--target-s", type=float, default=20.0, help="timed seconds per point")
     p.add_argument("--compare-s", type=float, default=15.0,
@@ -187,6 +202,16 @@ def choose_plan(args, device) -> list:
     if args.only:
         curves = [c for c in curves if any(c.label == s[:-1] if s.endswith("$") else s in c.label
                                            for s in args.only)]
+    if args.min_atoms:
+        curves = [dataclasses.replace(c, min_atoms=max(c.min_atoms, args.min_atoms))
+                  for c in curves]
+    if args.systems:
+        curves = [dataclasses.replace(c, systems=tuple(s for s in c.systems if s in args.systems))
+                  for c in curves]
+        curves = [c for c in curves if c.systems]
+    if args.threads:
+        curves = [c if c.threads == (0,) else dataclasses.replace(c, threads=tuple(args.threads))
+                  for c in curves]
     return curves
 
 
@@ -213,11 +238,15 @@ def main(argv=None) -> Path:
     print(f"bench-scaling: {len(curves)} curves, budget {budget_min:.0f} min, memory cap "
           f"{args.mem_cap / GIB:.1f} GiB, device {device['device']}, work dir {work}", flush=True)
     records = []
-    for curve in curves:
-        if gpu and curve.kind == "teacher":
-            continue
-        records += run_curve(curve, args, ckpts, paths, remaining)
-    meta.update(wall_min=(time.monotonic() - t0) / 60, load_end=procstats.load())
+    for round_ in range(args.rounds):
+        # alternate the order, so that a slow spell of the machine is shared out
+        for curve in curves if round_ % 2 == 0 else curves[::-1]:
+            if gpu and curve.kind == "teacher":
+                continue
+            for rec in run_curve(curve, args, ckpts, paths, remaining):
+                records.append({**rec, "round": round_} if args.rounds > 1 else rec)
+    meta.update(wall_min=(time.monotonic() - t0) / 60, load_end=procstats.load(),
+                rounds=args.rounds)
     stem = args.name or scaling_report.default_stem(device, quick=args.quick)
     out = scaling_report.write_all(Path(args.out), stem, meta, records)
     shutil.rmtree(paths["cache"], ignore_errors=True)

@@ -2,7 +2,10 @@
 
 A point is one (curve label, system, atom count): the better of the thread settings for
 steady-state E+F+S (and, separately, energy only), the compile time of the cold process, the
-peak RSS during the calls of the setting that won, and XLA's FLOP count.
+peak RSS during the calls of the setting that won, and XLA's FLOP count.  A run with several
+rounds (``bench_scaling.py --rounds``) measures every curve once per round; a point is then
+the median over the rounds, and a speed-up the median of the per-round ratios (pairs measured
+minutes apart, so a slow spell of the shared machine does not count against one side only).
 """
 
 from __future__ import annotations
@@ -60,18 +63,47 @@ def _torch_point(rec: dict) -> dict:
     return point
 
 
+def _round_point(recs: list[dict]) -> dict:
+    """The point of one size in one round (JAX: best thread count of that round)."""
+    first = recs[0]
+    point = _jax_point(recs) if first.get("kind") == "jax" else _torch_point(first)
+    point.update(kind=first.get("kind"),
+                 **{k: first.get(k) for k in ("edges", "bonds", "angles", "graph_s")})
+    return point
+
+
+def _merge_rounds(by_round: dict) -> dict:
+    """{round: point} -> one point: the round with the median E+F+S time, its times replaced
+    by the medians over rounds, the per-round times kept (by_round, e_by_round)."""
+    rounds = sorted(by_round)
+    times = [by_round[r]["efs_s"] for r in rounds]
+    point = dict(by_round[rounds[int(np.argsort(times)[(len(times) - 1) // 2])]])
+    if len(rounds) == 1:
+        return point
+    e_times = {r: by_round[r]["e_s"] for r in rounds if by_round[r].get("e_s") is not None}
+    point.update(efs_s=float(np.median(times)),
+                 efs_min_s=min(by_round[r]["efs_min_s"] for r in rounds),
+                 compile_s=max(by_round[r].get("compile_s") or 0 for r in rounds),
+                 by_round={r: by_round[r]["efs_s"] for r in rounds}, e_by_round=e_times)
+    if e_times:
+        point["e_s"] = float(np.median(list(e_times.values())))
+    return point
+
+
 def points(records: list[dict]) -> dict:
-    """{(label, system): [point, ...] sorted by atoms} for sizes measured successfully."""
+    """{(label, system): [point, ...] sorted by atoms} for sizes measured successfully; with
+    several rounds (records with "round"), each size's median over the rounds."""
     groups = defaultdict(list)
     for r in records:
         if r.get("status") == OK and r.get("atoms") and not r.get("probe"):
-            groups[(r["label"], r["system"], r["atoms"])].append(r)
+            groups[(r["label"], r["system"], r["atoms"], r.get("round", 0))].append(r)
+    rounds = defaultdict(dict)
+    for (label, system, atoms, round_), recs in groups.items():
+        rounds[(label, system, atoms)][round_] = _round_point(recs)
     out = defaultdict(list)
-    for (label, system, atoms), recs in groups.items():
-        first = recs[0]
-        point = _jax_point(recs) if first.get("kind") == "jax" else _torch_point(first)
-        point.update(atoms=atoms, kind=first.get("kind"),
-                     **{k: first.get(k) for k in ("edges", "bonds", "angles", "graph_s")})
+    for (label, system, atoms), by_round in rounds.items():
+        point = _merge_rounds(by_round)
+        point["atoms"] = atoms
         point["us_per_atom"] = 1e6 * point["efs_s"] / atoms
         point["atoms_per_s"] = atoms / point["efs_s"]
         if point.get("flops"):
@@ -124,8 +156,15 @@ def fits(pts: dict) -> dict:
     return out
 
 
+def paired(a: dict, b: dict, key: str = "by_round") -> list[float]:
+    """b / a per round run by both points (empty unless both have several rounds)."""
+    ra, rb = a.get(key) or {}, b.get(key) or {}
+    return [rb[r] / ra[r] for r in sorted(set(ra) & set(rb)) if ra[r]]
+
+
 def ratios(pts: dict, jax_label: str, torch_label: str, system: str) -> list[dict]:
-    """Per shared size: official / JAX time and memory."""
+    """Per shared size: official / JAX time and memory.  With several rounds the speed-ups
+    are the medians of the per-round ratios (speedup_rounds lists them)."""
     jax = {p["atoms"]: p for p in pts.get((jax_label, system), [])}
     ref = {p["atoms"]: p for p in pts.get((torch_label, system), [])}
     rows = []
@@ -133,13 +172,17 @@ def ratios(pts: dict, jax_label: str, torch_label: str, system: str) -> list[dic
         j, t = jax[n], ref[n]
         key = "device_peak_mb" if j.get("device_peak_mb") and t.get("device_peak_mb") \
             else "peak_mb"  # on a GPU: device memory, not host RSS
+        per_round, e_round = paired(j, t), paired(j, t, "e_by_round")
         rows.append({"atoms": n, "jax_s": j["efs_s"], "official_s": t["efs_s"],
-                     "speedup": t["efs_s"] / j["efs_s"],
+                     "speedup": float(np.median(per_round)) if per_round
+                     else t["efs_s"] / j["efs_s"],
+                     "speedup_rounds": per_round or None,
                      "jax_threads": j.get("threads"), "official_threads": t.get("threads"),
                      "jax_peak_mb": j.get(key), "official_peak_mb": t.get(key),
                      "mem_ratio": _div(t.get(key), j.get(key)),
                      "delta_ratio": _div(t.get("delta_mb"), j.get("delta_mb")),
-                     "energy_speedup": _div(t.get("e_s"), j.get("e_s"))})
+                     "energy_speedup": float(np.median(e_round)) if e_round
+                     else _div(t.get("e_s"), j.get("e_s"))})
     return rows
 
 

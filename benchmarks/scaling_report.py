@@ -91,6 +91,15 @@ def curve_table(label, system, ps) -> str:
     return head + "\n".join(rows) + "\n"
 
 
+def _speedup(row: dict) -> str:
+    """'2.91', or with rounds '2.91 (2.80-3.05, 3 rounds)'."""
+    per_round = row.get("speedup_rounds")
+    text = f"{row['speedup']:.2f}"
+    if per_round:
+        text += f" ({min(per_round):.2f}-{max(per_round):.2f}, {len(per_round)} rounds)"
+    return text
+
+
 def ratio_tables(pts) -> tuple[str, dict]:
     text, data = "", {}
     systems = sorted({s for _, s in pts})
@@ -110,7 +119,7 @@ def ratio_tables(pts) -> tuple[str, dict]:
             for r in rows:
                 s = slow.get(r["atoms"], {})
                 text += (f"| {r['atoms']} | {r['jax_s']:.3g} ({r['jax_threads']}t) | "
-                         f"{r['official_s']:.3g} ({r['official_threads']}t) | {r['speedup']:.2f} | "
+                         f"{r['official_s']:.3g} ({r['official_threads']}t) | {_speedup(r)} | "
                          f"{_f(s.get('official_s'))} | {_f(s.get('speedup'), '{:.2f}')} | "
                          f"{_f(r['energy_speedup'], '{:.2f}')} | {_f(r['jax_peak_mb'], '{:.0f}')} | "
                          f"{_f(r['official_peak_mb'], '{:.0f}')} | {_f(r['mem_ratio'], '{:.2f}')} | "
@@ -152,7 +161,10 @@ def markdown(meta, pts, fit, lim, plots) -> str:
             "VmHWM during the calls (absolute, and its increase over the RSS before the calls); "
             "XLA temp is the compiled executable's temporary buffer size; exponents are "
             "log-log slopes over the larger half of the sizes.\n\n"
-            f"Matrix-product peak (GFLOP/s by thread count): {meta.get('peak_matmul_gflops')}."
+            + (f"{meta['rounds']} rounds, curves in alternating order: times are medians over "
+               "the rounds, speed-ups medians of the per-round ratios (range in brackets).\n\n"
+               if (meta.get("rounds") or 1) > 1 else "")
+            + f"Matrix-product peak (GFLOP/s by thread count): {meta.get('peak_matmul_gflops')}."
             f"\n\nPlots: {', '.join(plots)}\n\n## Summary\n\n"
             + summary_table(pts, fit, lim, meta.get("peak_matmul_gflops") or {}))
     if ratio_text:

@@ -129,3 +129,25 @@ def test_profile_dot_flops_counts_every_product():
     assert profile_call.dot_flops(jax.make_jaxpr(f)(x).jaxpr) == 240 + 240 + 4 * 240
     g = jax.grad(lambda a: jax.numpy.tanh(a @ w).sum())  # forward + input gradient, no dW
     assert profile_call.dot_flops(jax.make_jaxpr(g)(x).jaxpr) == 240 + 240
+
+
+def test_rounds_give_median_times_and_paired_speedups():
+    import scaling_report
+
+    def rec(label, kind, n, t, round_):
+        return {"label": label, "system": "fecr", "kind": kind, "atoms": n, "status": "ok",
+                "threads": 2, "round": round_,
+                "efs": {"status": "ok", "median_s": t, "min_s": 0.9 * t, "n": 3,
+                        "compile_s": 5.0 if round_ == 0 else 0.1}}
+    jax_t, torch_t = [2.0, 3.0, 1.5], [6.0, 7.5, 4.8]  # a slow second round for both codes
+    records = ([rec("jax:official", "jax", 128, t, i) for i, t in enumerate(jax_t)]
+               + [rec("torch:official", "torch", 128, t, i) for i, t in enumerate(torch_t)])
+    pts = sa.points(records)
+    (point,) = pts[("jax:official", "fecr")]
+    assert point["efs_s"] == 2.0 and point["efs_min_s"] == pytest.approx(1.35)
+    assert point["compile_s"] == 5.0 and point["by_round"] == {0: 2.0, 1: 3.0, 2: 1.5}
+    (row,) = sa.ratios(pts, "jax:official", "torch:official", "fecr")
+    assert row["speedup_rounds"] == pytest.approx([3.0, 2.5, 3.2])
+    assert row["speedup"] == pytest.approx(3.0)  # the median pair, not 6.0 / 2.0 by chance
+    text, _ = scaling_report.ratio_tables(pts)
+    assert "3.00 (2.50-3.20, 3 rounds)" in text

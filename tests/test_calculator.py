@@ -80,6 +80,34 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
     assert calc.compilations <= 1  # one shape for all three structures
 
 
+def test_kept_heap_gives_free_pages_back_before_a_call_when_memory_is_short(model, structs,
+                                                                             floor, monkeypatch):
+    """A kept heap may hold two or three calls' scratch (an aligned request does not always
+    fit the block the last call freed): before a big call, when the free memory is short of
+    GUARD_FACTOR times its scratch, the free pages are given back; otherwise nothing."""
+    released = []
+    monkeypatch.setattr(calculator_module, "release_free_heap", lambda: released.append(1) or True)
+    monkeypatch.setattr(calculator_module, "heap_kept", lambda: True)
+    big = 1 << 30
+    monkeypatch.setattr(calculator_module, "host_available", lambda: 1.2 * big)
+    assert calculator_module.make_room(big) and released == [1]
+    assert not calculator_module.make_room(calculator_module.GUARD_MIN_SCRATCH - 1)  # small call
+    monkeypatch.setattr(calculator_module, "host_available", lambda: 1.3 * big)
+    assert not calculator_module.make_room(big) and released == [1]  # enough memory
+    monkeypatch.setattr(calculator_module, "host_available", lambda: 0)
+    monkeypatch.setattr(calculator_module, "heap_kept", lambda: False)
+    assert not calculator_module.make_room(big)  # malloc's own settings: nothing kept
+    asked = []
+    monkeypatch.setattr(calculator_module, "make_room", lambda scratch: asked.append(scratch))
+    graph = build_graph(structs["periodic"], model.config.cutoff, model.config.three_body_cutoff)
+    batch, _ = pack([graph], floor)
+    holder = CompiledPredictor(model.config, "efs")
+    holder(model.params, batch)
+    holder(model.params, batch)
+    temp = holder.executable(model.params, batch).memory_analysis().temp_size_in_bytes
+    assert asked == [temp, temp] and holder.compilations == 1  # before every call
+
+
 def test_large_shapes_use_low_memory_variants_with_equal_results(model, structs, floor,
                                                                   direct_fn, monkeypatch):
     """A force call compiles the fastest variant whose scratch estimate fits the memory

@@ -103,6 +103,11 @@ def available_memory() -> int:
             return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
     if heap_kept():
         release_free_heap()
+    return host_available()
+
+
+def host_available() -> int:
+    """Linux's MemAvailable in bytes (all physical memory where that is not readable)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -111,6 +116,30 @@ def available_memory() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# A kept heap does not always reuse the block a call's scratch left: XLA asks for its scratch
+# 64-byte aligned, glibc serves an aligned request from a free block only when the block is a
+# little larger than the request, and the call's small outputs often sit just above it.  Then
+# the next call's scratch goes on top, and the process holds two or three times one call's
+# scratch (official shape on the 2-core VM, 2026-11-28: 128 Fe-Cr atoms, 3.1 GB of scratch,
+# RSS grew by 6.5 or 9.9 GB over 3-11 calls; 256 atoms, 6.5 GB, by 13 GB; a plain call sized
+# for 70 % of the free memory would then run out).  Before a call with more than
+# GUARD_MIN_SCRATCH bytes of scratch, when the free memory is under GUARD_FACTOR times it, the
+# heap's free pages are given back: that call faults its scratch in afresh (slower), but the
+# process never holds more than about one call's scratch when memory is short.
+GUARD_MIN_SCRATCH = 256 << 20
+GUARD_FACTOR = 1.25
+
+
+def make_room(scratch: int) -> bool:
+    """Give the kept heap's free pages back when a call needing ``scratch`` bytes might not
+    fit in the free memory otherwise (see GUARD_FACTOR); True when it did."""
+    if scratch < GUARD_MIN_SCRATCH or not heap_kept() or jax.devices()[0].platform != "cpu":
+        return False
+    if host_available() >= GUARD_FACTOR * scratch:
+        return False
+    return release_free_heap()
 
 
 def variant_config(config: MatRISConfig, name: str) -> MatRISConfig:
@@ -182,6 +211,7 @@ class CompiledPredictor:
                         for name, cfg in self._configs.items()}
         self.chosen: dict[tuple, MatRISConfig] = {}  # key -> the config its executable runs
         self._executables: dict[tuple, Any] = {}
+        self._scratch: dict[tuple, int] = {}  # key -> XLA's temp bytes of its executable
         self.compilations = 0
 
     def key(self, batch: GraphBatch) -> tuple:
@@ -207,7 +237,12 @@ class CompiledPredictor:
         return self._jitted[name].lower(params, batch).compile()
 
     def __call__(self, params, batch: GraphBatch) -> dict[str, np.ndarray]:
-        out = self.executable(params, batch)(params, batch)
+        exe = self.executable(params, batch)
+        key = self.key(batch)
+        if key not in self._scratch:
+            self._scratch[key] = exe.memory_analysis().temp_size_in_bytes
+        make_room(self._scratch[key])
+        out = exe(params, batch)
         return {k: np.asarray(v) for k, v in out.items()}
 
 
