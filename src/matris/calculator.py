@@ -123,8 +123,9 @@ def host_available() -> int:
 # little larger than the request, and the call's small outputs often sit just above it.  Then
 # the next call's scratch goes on top, and the process holds two or three times one call's
 # scratch (official shape on the 2-core VM, 2026-11-28: 128 Fe-Cr atoms, 3.1 GB of scratch,
-# RSS grew by 6.5 or 9.9 GB over 3-11 calls; 256 atoms, 6.5 GB, by 13 GB; a plain call sized
-# for 70 % of the free memory would then run out).  Before a call with more than
+# RSS up 6.5 or 9.9 GB after 3-11 calls; 256 atoms, 6.5 GB, up 13-20 GB; a plain call sized
+# for 70 % of the free memory would then run out; the glibc mechanism is inferred from a
+# ctypes loop that reproduces the growth, not read from glibc's source).  Before a call with more than
 # GUARD_MIN_SCRATCH bytes of scratch, when the free memory is under GUARD_FACTOR times it, the
 # heap's free pages are given back: that call faults its scratch in afresh (slower), but the
 # process never holds more than about one call's scratch when memory is short.
@@ -198,7 +199,8 @@ class CompiledPredictor:
     Force/stress shapes compile the fastest variant whose scratch fits (`variants_for`:
     plain, chunked keeping products, chunked, lean); when XLA's memory analysis of that
     executable passes SCRATCH_FRACTION of the available memory, the next variant compiles
-    too.  ``chosen[key]`` is the config an executable runs.
+    too.  ``chosen[key]`` is the config an executable runs.  Before each call `make_room`
+    gives a kept heap's free pages back when the free memory is short of its scratch.
     """
 
     def __init__(self, config: MatRISConfig, task: str):
@@ -217,9 +219,10 @@ class CompiledPredictor:
     def key(self, batch: GraphBatch) -> tuple:
         return (self.task, self.dtype.name, batch_budgets(batch))
 
-    def executable(self, params, batch: GraphBatch):
-        """The compiled executable for this batch's shape (compiled on first use)."""
-        key = self.key(batch)
+    def executable(self, params, batch: GraphBatch, key: tuple | None = None):
+        """The compiled executable for this batch's shape (compiled on first use); ``key``:
+        ``self.key(batch)`` when the caller has it."""
+        key = self.key(batch) if key is None else key
         if key not in self._executables:
             names = variants_for(self.config, self.task, batch.angle_center.shape[0])
             for k, name in enumerate(names):
@@ -229,6 +232,7 @@ class CompiledPredictor:
                 if exe.memory_analysis().temp_size_in_bytes <= scratch_limit(name):
                     break
             self._executables[key] = exe
+            self._scratch[key] = exe.memory_analysis().temp_size_in_bytes
         return self._executables[key]
 
     def _compile(self, name: str, key: tuple, params, batch):
@@ -237,11 +241,9 @@ class CompiledPredictor:
         return self._jitted[name].lower(params, batch).compile()
 
     def __call__(self, params, batch: GraphBatch) -> dict[str, np.ndarray]:
-        exe = self.executable(params, batch)
         key = self.key(batch)
-        if key not in self._scratch:
-            self._scratch[key] = exe.memory_analysis().temp_size_in_bytes
-        make_room(self._scratch[key])
+        exe = self.executable(params, batch, key)
+        make_room(self._scratch[key])  # a kept heap's free pages back when memory is short
         out = exe(params, batch)
         return {k: np.asarray(v) for k, v in out.items()}
 
