@@ -71,13 +71,43 @@ def test_calculator_equals_direct_call(model, structs, floor, direct_fn):
         np.testing.assert_allclose(atoms.get_potential_energies(), ref["energies"][:n], atol=TOL)
         np.testing.assert_allclose(atoms.get_magnetic_moments(), ref["magmoms"][:n], atol=TOL)
         assert abs(atoms.get_potential_energies().sum() - atoms.get_potential_energy()) < 1e-9
-        if name == "periodic":
+        if name in ("periodic", "slab"):  # the slab has a cell of its own (vacuum on z)
             np.testing.assert_allclose(atoms.get_stress(voigt=False), ref["stress"][0], atol=TOL)
-        else:  # stress is defined for fully periodic structures only
+        else:  # a molecule without cell has no volume: no stress
             with pytest.raises(PropertyNotImplementedError):
                 atoms.get_stress()
     assert calc.budgets == floor
     assert calc.compilations <= 1  # one shape for all three structures
+
+
+def test_slab_stress_equals_periodic_slab_and_strain_derivative(model, floor):
+    """A slab periodic in x, y only, in a box with vacuum wider than the cutoff: energy,
+    forces and stress equal those of the same box made periodic on z (no atom sees its z
+    image), and the stress is the finite-difference strain derivative over the box volume."""
+    atoms = fcc100("Cu", size=(2, 2, 2), vacuum=0.5 * model.config.cutoff + 1.0)
+    atoms.rattle(0.03, seed=3)
+    atoms.pbc = (True, True, False)
+    atoms.calc = matris.MatRISCalculator(model, budgets=floor)
+    closed = atoms.copy()
+    closed.pbc = True
+    closed.calc = matris.MatRISCalculator(model, budgets=floor)
+    assert abs(atoms.get_potential_energy() - closed.get_potential_energy()) < TOL
+    np.testing.assert_allclose(atoms.get_forces(), closed.get_forces(), atol=TOL)
+    stress = atoms.get_stress(voigt=False)
+    np.testing.assert_allclose(stress, closed.get_stress(voigt=False), atol=TOL)
+    assert np.abs(stress[:2, :2]).max() > 1e-4  # in-plane stress is really computed
+    h, volume = 1e-5, atoms.get_volume()
+    for i, j in ((0, 0), (0, 1), (1, 1), (2, 2)):
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            eps = np.zeros((3, 3))
+            eps[i, j] = eps[j, i] = sign * h
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+            strained.calc = atoms.calc
+            energies.append(strained.get_potential_energy())
+        numeric = (energies[0] - energies[1]) / (2 * h) / volume / (1 if i == j else 2)
+        assert abs(numeric - stress[i, j]) < 1e-6, (i, j, numeric, stress[i, j])
 
 
 def test_kept_heap_gives_free_pages_back_before_a_call_when_memory_is_short(model, structs,
@@ -265,7 +295,7 @@ def test_predict_batched_equals_one_by_one(model, structs, floor):
         np.testing.assert_allclose(res["forces"], atoms.get_forces(), atol=TOL)
         np.testing.assert_allclose(res["energies"], atoms.get_potential_energies(), atol=TOL)
         np.testing.assert_allclose(res["magmoms"], atoms.get_magnetic_moments(), atol=TOL)
-        if atoms.pbc.all():
+        if atoms.cell.rank == 3:
             np.testing.assert_allclose(res["stress"], atoms.get_stress(voigt=False), atol=TOL)
         else:
             assert "stress" not in res

@@ -275,11 +275,12 @@ def device_params(model: Model):
 
 
 def structure_results(out: dict[str, np.ndarray], graph: int, atoms: slice,
-                      periodic: bool) -> dict[str, Any]:
+                      has_stress: bool) -> dict[str, Any]:
     """Results of structure `graph` (atom rows `atoms`) from batched outputs, as float64.
 
     energy, free_energy, energy_per_atom: float; energies [n]; forces [n,3]; stress [3,3]
-    eV/A^3 (ASE sign), only for fully periodic structures; magmoms [n].
+    eV/A^3 (ASE sign), only if ``has_stress`` (the structure has its own non-singular cell:
+    `StructureGraph.own_cell`); magmoms [n].
     """
     res: dict[str, Any] = {"energy": float(out["energy"][graph])}
     res["free_energy"] = res["energy"]
@@ -287,7 +288,7 @@ def structure_results(out: dict[str, np.ndarray], graph: int, atoms: slice,
     res["energies"] = np.asarray(out["energies"][atoms], np.float64)
     if "forces" in out:
         res["forces"] = np.asarray(out["forces"][atoms], np.float64)
-    if "stress" in out and periodic:
+    if "stress" in out and has_stress:
         res["stress"] = np.asarray(out["stress"][graph], np.float64)
     if "magmoms" in out:
         res["magmoms"] = np.asarray(out["magmoms"][atoms], np.float64)
@@ -306,8 +307,11 @@ class MatRISCalculator(Calculator):
     many different structures; headroom: fractional slack added when the budgets must grow.
 
     Units: eV, eV/A, stress in eV/A^3 with ASE's sign (positive = tensile), magmoms in muB.
-    Stress is defined only for fully periodic structures: for molecules and mixed periodicity
-    it is not computed and ``get_stress`` raises PropertyNotImplementedError.
+    Stress is the strain derivative over the volume of the structure's own cell: for fully
+    periodic structures, and for a slab, wire or molecule in a box (mixed or no periodicity
+    with a non-singular cell; as if the vacuum were periodic beyond the cutoff).  Without a
+    cell of its own (a molecule with a zero cell) it is not computed and ``get_stress`` raises
+    PropertyNotImplementedError.
     Bad input (NaN positions, atoms closer than 0.1 A, unknown elements, empty structure,
     singular periodic cell) raises ValueError naming the problem before any model call.
     ``compilations`` counts the executables this calculator compiled (0 if shared ones fit).
@@ -351,7 +355,7 @@ class MatRISCalculator(Calculator):
         graph = self.graph(self.atoms)
         out = self.predict_graph(graph)
         n = len(self.atoms)
-        res = structure_results(out, 0, slice(0, n), bool(np.all(self.atoms.pbc)))
+        res = structure_results(out, 0, slice(0, n), graph.own_cell)
         res.pop("energy_per_atom")
         if "stress" in res:
             res["stress"] = full_3x3_to_voigt_6_stress(res["stress"])

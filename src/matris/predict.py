@@ -70,7 +70,7 @@ def predict_graphs(graphs: Sequence[StructureGraph], model: Model, task: str = "
             start = 0
             for g, (s, graph) in enumerate(zip(batch_ids, chosen, strict=True)):
                 rows = slice(start, start + graph.n_atoms)
-                results[s] = structure_results(out, g, rows, bool(np.all(graph.pbc)))
+                results[s] = structure_results(out, g, rows, graph.own_cell)
                 start += graph.n_atoms
             bar.update(len(batch_ids))
     return results  # type: ignore[return-value]
@@ -84,7 +84,8 @@ def predict(structures: Iterable, model: Model | str | os.PathLike | None = None
     structures: ase.Atoms or pymatgen structures.  model: as for `MatRISCalculator`.
     Returns one dict per structure, in order: energy, free_energy, energy_per_atom (float, eV),
     energies [n], forces [n,3] (task with "f"), stress [3,3] eV/A^3 ASE sign (task with "s",
-    fully periodic structures only), magmoms [n] (task with "m").
+    structures with a non-singular cell of their own, see `MatRISCalculator`), magmoms [n]
+    (task with "m").
     Every structure is validated before the first model call (ValueError naming it).
     """
     model = resolve_model(model, dtype)

@@ -34,6 +34,9 @@ class StructureGraph:
     angle_center, angle_bond_t, angle_bond_s, angle_edge_1, angle_edge_2 [a] int32 with
     d(edge_1) <= r3 and d(edge_2) < r3 (symmetric_angles: edge_1 < edge_2, both < r3).
     Edges sorted by (centre, neighbour, shift); angles by (centre, edge_1, edge_2).
+    own_cell: the structure's own cell is non-singular and is the model cell (fully periodic,
+    or a slab / wire / molecule in a box): stress is defined over its volume.  False when
+    `model_cell` had to complete a singular cell (a molecule without cell): no stress.
     """
 
     numbers: np.ndarray
@@ -54,6 +57,7 @@ class StructureGraph:
     three_body_cutoff: float = 4.0
     label: str = ""
     symmetric_angles: bool = False
+    own_cell: bool = True
 
     @property
     def n_atoms(self) -> int:
@@ -237,6 +241,7 @@ def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
     validate_atoms(atoms, label, check_distances=cutoff < MIN_DISTANCE)
     pos = np.asarray(atoms.positions, np.float64)
     pbc = np.asarray(atoms.pbc, bool)
+    own_cell = _sine(np.asarray(atoms.cell.array, np.float64)) >= _SINGULAR_TOL
     cell = model_cell(atoms.cell.array, pbc, pos, cutoff)
     check_image_count(cell, pbc, cutoff, label)
     centers, neighbors, shifts, vec = atom_graph(pos, cell, pbc, cutoff)
@@ -249,7 +254,7 @@ def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
         centers=centers, neighbors=neighbors, shifts=shifts, edge_bond=edge_bond,
         bond_edge=bond_edge, **rows, cutoff=float(cutoff),
         three_body_cutoff=float(three_body_cutoff), label=label,
-        symmetric_angles=bool(symmetric_angles))
+        symmetric_angles=bool(symmetric_angles), own_cell=bool(own_cell))
 
 
 def graph_for(structure, config, label: str = "") -> StructureGraph:
