@@ -4,7 +4,7 @@ thermostats, barostats, outputs)."""
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk, fcc100
 from ase.filters import FrechetCellFilter
 from ase.io import read
 from calc_helpers import small_model
@@ -153,6 +153,33 @@ def test_batch_relaxer_matches_ase_fire(model, calc, budgets, relax_cell):
         else:
             assert np.abs(res.atoms.cell.array - atoms.cell.array).max() > 1e-3
     assert relaxer.predictor.compilations - before <= 1
+
+
+def test_slab_cell_relaxes_in_plane_only(model, calc):
+    """A slab with pbc (T, T, F) and vacuum: the cell relaxes along its periodic axes only
+    (ASE's FrechetCellFilter with that mask), the batched FIRE follows ASE step by step, and
+    the open axis keeps its cell vector."""
+    slab = fcc100("Cu", size=(2, 2, 2), vacuum=0.5 * model.config.cutoff + 1.0)
+    slab.pbc = (True, True, False)
+    slab.set_cell(slab.cell.array @ np.diag([1.03, 1.03, 1.0]), scale_atoms=True)
+    slab.rattle(0.02, seed=4)
+    assert matris.relax.cell_mask(slab).tolist() == [[True, True, False], [True, True, False],
+                                                     [False, False, False]]
+    ref = relax(slab, calc, "FIRE", fmax=0.02, steps=300)
+    batched = BatchRelaxer(model, fmax=0.02, steps=300, budgets=calc.budgets).relax([slab])[0]
+    for res in (ref, batched):
+        assert res.converged
+        cell = res.atoms.cell.array
+        np.testing.assert_allclose(cell[2], slab.cell.array[2], atol=1e-12)
+        np.testing.assert_allclose(cell[:2, 2], 0.0, atol=1e-12)
+        assert np.abs(cell[:2, :2] - slab.cell.array[:2, :2]).max() > 1e-3
+        stress = res.atoms.get_stress(voigt=False)
+        assert np.abs(stress[:2, :2]).max() < 0.02 * len(slab) / res.atoms.get_volume()
+    assert batched.steps == ref.steps
+    np.testing.assert_allclose(batched.trajectory.energies, ref.trajectory.energies, atol=1e-6)
+    molecule = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])
+    assert matris.relax.cell_mask(molecule) is None
+    assert matris.relax.cell_mask(bulk("Cu"), relax_cell=False) is None
 
 
 @pytest.mark.parametrize("optimizer", ["LBFGS", "BFGS"])

@@ -122,12 +122,18 @@ def atom_dof_forces(forces: np.ndarray, F: np.ndarray) -> np.ndarray:
 
 
 def cell_dof_forces(x: np.ndarray, factor: float, stress: np.ndarray, volume: float,
-                    pressure: float = 0.0) -> np.ndarray:
-    """[3,3] -dH/dx for H = E + P V, stress [3,3] eV/A^3 (ASE sign), pressure eV/A^3."""
+                    pressure: float = 0.0, mask: np.ndarray | None = None) -> np.ndarray:
+    """[3,3] -dH/dx for H = E + P V, stress [3,3] eV/A^3 (ASE sign), pressure eV/A^3.
+    mask [3,3] bool: only those components of the cell relax (the rest get zero force, as
+    in ASE's cell filters, which zero the virial outside the mask)."""
     X = np.asarray(x, np.float64) / factor
     F_inv = expm(-X)
-    dH_dF = volume * (stress + pressure * np.eye(3)) @ F_inv.T
-    return -expm_frechet(X.T, dH_dF) / factor
+    load = stress + pressure * np.eye(3)
+    if mask is not None:
+        load = load * mask
+    dH_dF = volume * load @ F_inv.T
+    forces = -expm_frechet(X.T, dH_dF) / factor
+    return forces if mask is None else forces * mask
 
 
 def row_norm_max(rows: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:

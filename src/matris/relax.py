@@ -5,8 +5,10 @@
 
     results = BatchRelaxer(model, fmax=0.05).relax(structures)  # padded batches, numpy FIRE
 
-Cell degrees of freedom are relaxed only for fully periodic structures (``relax_cell=True``);
-molecules and mixed-periodicity structures are relaxed at fixed cell.
+With ``relax_cell=True`` the cell relaxes along its periodic axes only (`cell_mask`): all of
+it for a crystal, the in-plane components for a slab with pbc (T, T, F) and a cell with
+vacuum, the axial one for a wire.  Molecules, and structures without a cell of their own,
+are relaxed at fixed cell.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .calculator import (
     structure_results,
 )
 from .graph import Budgets, as_atoms, graph_for, pack
+from .graph.neighbors import has_own_cell
 from .graph.batch import graph_sizes
 from .potential import Model
 from .predict import inference_budgets
@@ -112,6 +115,15 @@ def as_calculator(calculator, **kwargs) -> Calculator:
                                                                                   **kwargs)
 
 
+def cell_mask(atoms: ase.Atoms, relax_cell: bool = True) -> np.ndarray | None:
+    """[3,3] bool: the cell components that relax (both axes periodic), or None when the cell
+    stays fixed (relax_cell False, no periodic axis, or no non-singular cell of its own)."""
+    pbc = np.asarray(atoms.pbc, bool)
+    if not relax_cell or not pbc.any() or not has_own_cell(atoms.cell.array):
+        return None
+    return np.outer(pbc, pbc)
+
+
 def relax(atoms, calculator: Calculator | Model | str | None = None, optimizer: str = "FIRE",
           fmax: float = 0.05, steps: int = 500, relax_cell: bool = True,
           trajectory: str | os.PathLike | None = None, logfile: str | None = None,
@@ -127,8 +139,9 @@ def relax(atoms, calculator: Calculator | Model | str | None = None, optimizer: 
     """
     atoms = as_atoms(atoms)
     atoms.calc = as_calculator(calculator)
-    cell_free = relax_cell and bool(np.all(atoms.pbc))
-    target = FrechetCellFilter(atoms, scalar_pressure=scalar_pressure) if cell_free else atoms
+    mask = cell_mask(atoms, relax_cell)
+    target = atoms if mask is None else FrechetCellFilter(
+        atoms, mask=None if mask.all() else mask, scalar_pressure=scalar_pressure)
     traj = None if trajectory is None else os.fspath(trajectory)
     opt = optimizer_class(optimizer)(target, logfile=logfile, trajectory=traj)
     observer = Observer(atoms)
@@ -148,7 +161,7 @@ class _Job:
     cell0: np.ndarray
     u: np.ndarray
     x: np.ndarray
-    cell_free: bool
+    mask: np.ndarray | None  # cell components that relax (`cell_mask`), None: fixed cell
     factor: float
     trajectory: Trajectory
     v: np.ndarray
@@ -170,7 +183,7 @@ class BatchRelaxer:
     ones and admitting waiting ones as room frees up.
 
     model: as for MatRISCalculator.  fmax (eV/A, over atom and cell rows, like ASE's filter
-    test), steps (per structure), relax_cell (fully periodic structures only; Frechet-style
+    test), steps (per structure), relax_cell (along the periodic axes, `cell_mask`; Frechet-style
     log-strain cell with cell factor = number of atoms, as FrechetCellFilter's default),
     scalar_pressure (eV/A^3), batch_size (structures per batch), keep_trajectory (False: only
     energies per step are kept, enough for screening thousands of structures).  budgets: an
@@ -206,7 +219,7 @@ class BatchRelaxer:
         atoms.calc = None
         p = self.fire_params
         return _Job(index, atoms, atoms.cell.array.copy(), atoms.get_positions(), np.zeros((3, 3)),
-                    self.relax_cell and bool(np.all(atoms.pbc)), float(len(atoms)), Trajectory(),
+                    cell_mask(atoms, self.relax_cell), float(len(atoms)), Trajectory(),
                     v=np.zeros((len(atoms) + 3, 3)), dt=p.dt, alpha=p.astart)
 
     def _admit(self, queue: collections.deque, active: list[_Job], jobs: dict[int, _Job],
@@ -243,8 +256,8 @@ class BatchRelaxer:
         out = self.predictor(self.params, batch)
         starts = np.cumsum([0] + [g.n_atoms for g in graphs])
         evaluated = []
-        for k, (job, atoms, _) in enumerate(good):
-            res = structure_results(out, k, slice(starts[k], starts[k + 1]), job.cell_free)
+        for k, (job, atoms, g) in enumerate(good):
+            res = structure_results(out, k, slice(starts[k], starts[k + 1]), g.own_cell)
             if self.keep_trajectory:
                 job.trajectory.record(atoms, res)
             else:
@@ -256,9 +269,9 @@ class BatchRelaxer:
         """[n+3,3] generalized forces: atom rows, then cell rows (zero at fixed cell)."""
         F = fire.deformation(job.x, job.factor)
         cell_rows = np.zeros((3, 3))
-        if job.cell_free:
+        if job.mask is not None:
             cell_rows = fire.cell_dof_forces(job.x, job.factor, res["stress"],
-                                             abs(atoms.get_volume()), self.pressure)
+                                             abs(atoms.get_volume()), self.pressure, job.mask)
         return np.concatenate([fire.atom_dof_forces(res["forces"], F), cell_rows])
 
     def _finish(self, job: _Job, res: dict, atoms: ase.Atoms, converged: bool) -> RelaxResult:

@@ -122,6 +122,12 @@ def _sine(vectors: np.ndarray) -> float:
     return float(np.sqrt(max(np.linalg.det(unit @ unit.T), 0.0)))
 
 
+def has_own_cell(cell) -> bool:
+    """Whether a [3,3] cell is non-singular, so that it is the model cell as given and stress
+    is defined over its volume (`StructureGraph.own_cell`)."""
+    return _sine(np.asarray(cell, np.float64)) >= _SINGULAR_TOL
+
+
 def validate_atoms(atoms: ase.Atoms, label: str = "", check_distances: bool = True) -> None:
     """Raise ValueError '<label>: <problem>' for inputs the graph builder must not accept.
 
@@ -241,7 +247,7 @@ def build_graph(structure, cutoff: float = 6.0, three_body_cutoff: float = 4.0,
     validate_atoms(atoms, label, check_distances=cutoff < MIN_DISTANCE)
     pos = np.asarray(atoms.positions, np.float64)
     pbc = np.asarray(atoms.pbc, bool)
-    own_cell = _sine(np.asarray(atoms.cell.array, np.float64)) >= _SINGULAR_TOL
+    own_cell = has_own_cell(atoms.cell.array)
     cell = model_cell(atoms.cell.array, pbc, pos, cutoff)
     check_image_count(cell, pbc, cutoff, label)
     centers, neighbors, shifts, vec = atom_graph(pos, cell, pbc, cutoff)
