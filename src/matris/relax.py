@@ -38,8 +38,8 @@ from .calculator import (
     structure_results,
 )
 from .graph import Budgets, as_atoms, graph_for, pack
-from .graph.neighbors import has_own_cell
 from .graph.batch import graph_sizes
+from .graph.neighbors import has_own_cell
 from .potential import Model
 from .predict import inference_budgets
 
