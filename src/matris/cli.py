@@ -1,6 +1,7 @@
-"""The `matris` command: predict, relax, md, train, convert.
+"""The `matris` command: predict, eval, relax, md, train, convert.
 
     matris predict in.extxyz -o out.extxyz [--model M] [--task efsm] [--batch-size 16]
+    matris eval labelled.extxyz [--model M] [--by split] [--json errors.json]
     matris relax in.extxyz -o out.extxyz [--fmax 0.05] [--steps 500] [--fix-cell] [--batch]
     matris md in.extxyz [-o md.traj] [--ensemble nvt] [--temperature 1500] [--steps 1000]
     matris train CONFIG [...]          (matris.training)
@@ -38,6 +39,18 @@ def _predict_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--index", default=":", help="ase index of the frames to read")
     p.add_argument("--no-progress", action="store_true")
+    _model_args(p)
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="errors (MAE, RMSE) against labelled structures")
+    p.add_argument("input", help="labelled structures: extxyz (REF_* keys or calculator "
+                                 "results) or an MPtrj JSON")
+    p.add_argument("--by", default=None, help="also per value of this info key (e.g. split)")
+    p.add_argument("--json", default=None, help="write the table as JSON to this file")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--index", default=":", help="ase index of the frames to read (extxyz)")
+    p.add_argument("--progress", action="store_true")
     _model_args(p)
 
 
@@ -82,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matris", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _predict_parser(sub)
+    _eval_parser(sub)
     _relax_parser(sub)
     _md_parser(sub)
     for name, (_, text) in LAZY.items():
@@ -95,6 +109,17 @@ def run_predict(args) -> None:
     n = predict_file(args.input, args.output, args.model, args.task, args.dtype,
                      args.batch_size, args.index, progress=not args.no_progress)
     print(f"wrote {n} structures with predictions to {args.output}")
+
+
+def run_eval(args) -> None:
+    from .evaluate import evaluate_file, markdown
+
+    table = evaluate_file(args.input, args.model, args.dtype, args.batch_size, args.by,
+                          args.index, progress=args.progress)
+    print(markdown(table))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(table, fh, indent=1)
 
 
 def _read(path: str, index: str) -> list:
@@ -168,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_lazy(argv[0], argv[1:])
         return 0
     args = build_parser().parse_args(argv)
-    handlers = {"predict": run_predict, "relax": run_relax, "md": run_md_command}
+    handlers = {"predict": run_predict, "eval": run_eval, "relax": run_relax, "md": run_md_command}
     try:
         handlers[args.command](args)
     except (ValueError, FileNotFoundError) as err:
