@@ -1,4 +1,4 @@
-"""The `matris` command line: predict, relax, md, and the lazy train/convert dispatch."""
+"""The `matris` command line: predict, eval, relax, md, and the lazy train/convert dispatch."""
 
 import json
 import subprocess
@@ -35,7 +35,7 @@ def inputs(tmp_path_factory):
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "matris.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
-    for command in ("predict", "relax", "md", "train", "convert"):
+    for command in ("predict", "eval", "relax", "md", "train", "convert"):
         assert command in out
 
 
