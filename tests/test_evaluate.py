@@ -53,6 +53,7 @@ def test_errors_are_the_label_offsets(labelled):
     weights = np.repeat(np.abs(F_OFF), [3 * n for n in sizes])
     assert f["values"] == 3 * sum(sizes)
     assert f["mae"] == pytest.approx(weights.mean(), abs=1e-3)
+    assert f["rmse"] == pytest.approx(np.sqrt(np.mean(weights ** 2)), abs=1e-3)
     s = table["all"]["stress"]  # the molecule has no cell: two structures, 9 components each
     assert (s["structures"], s["values"]) == (2, 18)
     assert s["mae"] == pytest.approx(S_OFF * EV_PER_A3_IN_GPA, rel=1e-4)
