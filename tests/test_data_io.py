@@ -271,3 +271,34 @@ def test_frame_labels_checked():
         make_frame(atoms, forces=np.zeros((3, 3)), source="src:3")
     with pytest.raises(ValueError, match="src:3: non-finite energy"):
         make_frame(atoms, energy=np.nan, source="src:3")
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".xz"])
+def test_read_structures_plain_and_compressed(tmp_path, suffix):
+    """`read_structures` (predict / relax / md input) reads compressed files of any format
+    ase knows, frame selection included, with the same result as the plain file."""
+    import lzma
+
+    import ase.io
+
+    from matris.data.extxyz import read_structures
+
+    frames = [bulk("Cu", "fcc", a=3.6 + 0.01 * k) * (1, 1, k + 1) for k in range(4)]
+    plain = tmp_path / "in.extxyz"
+    ase.io.write(plain, frames)
+    poscar = tmp_path / "POSCAR"
+    ase.io.write(poscar, frames[2], format="vasp")
+    paths = []
+    for src in (plain, poscar):
+        path = tmp_path / (src.name + suffix)
+        if suffix:
+            opener = {".gz": gzip.open, ".xz": lzma.open}[suffix]
+            with opener(path, "wb") as out:
+                out.write(src.read_bytes())
+        paths.append(path)
+    got = read_structures(paths[0], "1:3")
+    assert [len(a) for a in got] == [2, 3]
+    assert np.allclose(got[1].cell, frames[2].cell)
+    (single,) = read_structures(paths[1])
+    assert np.allclose(single.positions, frames[2].positions, atol=1e-6)
+    assert len(read_structures(paths[0])) == 4

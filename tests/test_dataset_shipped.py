@@ -253,3 +253,27 @@ def test_project_reader_gz(frames):
     """matris.data.read_extxyz on the .gz path directly (slow while it seeks in gzip)."""
     read_extxyz = _get_reader()
     _compare_reader(read_extxyz(EXTXYZ), frames)
+
+
+def test_no_pair_inside_the_core_repulsion(frames):
+    """No pair of any frame is closer than the shipped model's core-repulsion radius (0.5 of
+    the covalent-radius sum), so that term adds exactly nothing on the data set
+    (`matris.nn.repulsion`); the closest pair is at 0.58 of it (U-U, 1500 K MD)."""
+    import json
+    import zipfile
+
+    from ase.data import covalent_radii
+    from matscipy.neighbours import neighbour_list
+
+    from matris.bundle import DEFAULT_MODEL, MODELS_DIR
+    from matris.config import MatRISConfig
+
+    with zipfile.ZipFile(MODELS_DIR / f"{DEFAULT_MODEL}.npz") as bundle:
+        config = json.loads(np.load(bundle.open("__config__.npy")).tobytes())
+    fraction = MatRISConfig.from_dict(config).core_repulsion
+    closest = np.inf
+    for atoms in frames:
+        i, j, d = neighbour_list("ijd", atoms, 3.0)
+        ratio = d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])
+        closest = min(closest, ratio.min(initial=np.inf))
+    assert 0 < fraction < closest < 0.7

@@ -53,6 +53,11 @@ class MatRISConfig:
     exactly the ordered model with tied bond kernels (`matris.nn.symmetric`): half the angle
     rows, so about half the per-angle work.  Graphs must be built with the same setting
     (`matris.graph.graph_for`).
+    core_repulsion: f > 0 adds the ZBL screened nuclear repulsion for every pair closer than f
+    times its covalent-radius sum, switched off smoothly there (`matris.nn.repulsion`; our
+    addition, no parameters).  0.5 stays below every pair distance of the shipped training
+    set, so it changes nothing there and only fills the deep holes an untrained network
+    leaves at half a bond length.  0 (the presets): off.
     dtype: compute dtype.
     """
 
@@ -81,6 +86,7 @@ class MatRISConfig:
     element_features: bool = False
     element_chemistry: bool = False
     symmetric_angles: bool = False
+    core_repulsion: float = 0.0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -98,6 +104,9 @@ class MatRISConfig:
             raise ValueError("need 0 < three_body_cutoff <= cutoff")
         if self.angle_basis == "fourier" and (self.num_angular % 2 != 1):
             raise ValueError("the Fourier angle basis needs an odd num_angular (2F+1)")
+        if not 0.0 <= self.core_repulsion <= 1.5:
+            raise ValueError("core_repulsion must be in [0, 1.5] (a fraction of the covalent-"
+                             f"radius sum; 0 = off), got {self.core_repulsion}")
         if self.num_angular != self.num_radial:
             raise ValueError("num_angular must equal num_radial (spec 10.17)")
 

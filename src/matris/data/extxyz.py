@@ -18,7 +18,7 @@ from typing import Sequence
 import ase
 import ase.io
 import numpy as np
-from ase.io.formats import string2index
+from ase.io.formats import filetype, string2index
 
 from .frames import Frame, make_frame
 
@@ -124,7 +124,14 @@ def read_structures(path, index=":") -> list[ase.Atoms]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     out, k = [], 0
-    reader = ase.io.iread(path, index=index)
+    source, fmt = _text_source(path), None
+    if not isinstance(source, str):  # compressed: ase cannot guess the format of a stream
+        try:
+            fmt = filetype(path)
+        except Exception as err:  # noqa: BLE001 - unknown or unreadable format
+            raise ValueError(f"{path}: cannot tell the file format ({type(err).__name__}: "
+                             f"{err})") from err
+    reader = ase.io.iread(source, index=index, format=fmt)
     while True:
         try:
             atoms = next(reader)

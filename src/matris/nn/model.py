@@ -14,6 +14,7 @@ from .geometry import angle_cosines, edge_vectors
 from .layers import MLP, Norm
 from .ops import polynomial_envelope, safe_norm
 from .refine import Refinement
+from .repulsion import core_repulsion_energies
 
 ARCCOS_SHRINK = 1.0 - 1e-6  # theta = arccos((1 - 1e-6) cos): finite gradient at +-1
 
@@ -124,5 +125,9 @@ class MatRIS(nn.Module):
         magmom = jnp.abs(MLP(c.magmom_hidden, 1, dt, name="magmom_head")(h_hat)[:, 0])
         reference = self.param("reference_energy", nn.initializers.zeros, (NUM_ELEMENTS,), dt)
         energy = energy + reference[jnp.clip(batch.numbers - 1, 0, NUM_ELEMENTS - 1)]
+        if c.core_repulsion > 0:
+            energy = energy + core_repulsion_energies(
+                length, batch.numbers, batch.centers, batch.neighbors, batch.edge_mask,
+                c.core_repulsion, c.cutoff, h.shape[0])
         mask = batch.node_mask
         return {"energies": jnp.where(mask, energy, 0.0), "magmoms": jnp.where(mask, magmom, 0.0)}
