@@ -123,3 +123,24 @@ def test_shipped_model_repels_at_short_range():
         far.calc = calc
         assert energies[0] > far.get_potential_energy() + 10.0, symbols
 
+
+
+def test_parameter_gradient_of_force_loss_is_finite(models):
+    """Training differentiates the forces again with respect to the parameters: with pairs
+    inside the switch radius (and padding rows), that gradient stays finite and nonzero."""
+    (_, _, _), (cfg, params, _) = models
+    from helpers import BUDGET
+
+    from matris.graph import graph_for, pack
+
+    atoms = Atoms("FeCr", cell=[[2.3, 0.1, 0.0], [0.0, 2.4, 0.2], [0.1, 0.0, 2.5]],
+                  scaled_positions=[[0, 0, 0], [0.3, 0.28, 0.31]], pbc=True)
+    batch, _ = pack([graph_for(atoms, cfg)], BUDGET, dtype=np.float64)
+    fn = make_predictor(cfg, "ef")
+
+    def loss(p):
+        return jax.numpy.sum(fn(p, batch)["forces"] ** 2)
+
+    grads = jax.tree_util.tree_leaves(jax.grad(loss)(params))
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert sum(float(np.abs(g).sum()) for g in grads) > 0
