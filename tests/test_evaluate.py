@@ -49,15 +49,19 @@ def test_errors_are_the_label_offsets(labelled):
     assert (e["structures"], e["values"]) == (3, 3)
     assert e["mae"] == pytest.approx(np.mean(E_OFF), abs=1e-3)
     assert e["rmse"] == pytest.approx(np.sqrt(np.mean(np.square(E_OFF))), abs=1e-3)
+    assert e["me"] == pytest.approx(np.mean(E_OFF), abs=1e-3)  # predictions above the labels
     f = table["all"]["forces"]
     weights = np.repeat(np.abs(F_OFF), [3 * n for n in sizes])
     assert f["values"] == 3 * sum(sizes)
     assert f["mae"] == pytest.approx(weights.mean(), abs=1e-3)
     assert f["rmse"] == pytest.approx(np.sqrt(np.mean(weights ** 2)), abs=1e-3)
+    signed = np.repeat(F_OFF, [3 * n for n in sizes])
+    assert f["me"] == pytest.approx(signed.mean(), abs=1e-3)
     s = table["all"]["stress"]  # the molecule has no cell: two structures, 9 components each
     assert (s["structures"], s["values"]) == (2, 18)
     assert s["mae"] == pytest.approx(S_OFF * EV_PER_A3_IN_GPA, rel=1e-4)
     assert table["all"]["magmoms"]["rmse"] == pytest.approx(M_OFF, abs=1e-5)
+    assert s["me"] == pytest.approx(S_OFF * EV_PER_A3_IN_GPA, rel=1e-4)
     assert table["a"]["energy"]["mae"] == pytest.approx(15.0, abs=1e-3)
     assert table["b"]["energy"]["mae"] == pytest.approx(30.0, abs=1e-3)
     assert "stress" not in table["b"]

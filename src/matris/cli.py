@@ -43,7 +43,7 @@ def _predict_parser(sub) -> None:
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="errors (MAE, RMSE) against labelled structures")
+    p = sub.add_parser("eval", help="errors (MAE, RMSE, mean signed) against labelled structures")
     p.add_argument("input", help="labelled structures: extxyz (REF_* keys or calculator "
                                  "results) or an MPtrj JSON")
     p.add_argument("--by", default=None, help="also per value of this info key (e.g. split)")

@@ -1,4 +1,6 @@
-"""Errors of a model on labelled structures: MAE and RMSE per quantity, optionally per group.
+"""Errors of a model on labelled structures: MAE, RMSE and mean signed error (ME, prediction
+minus label: a bias, e.g. unseen compounds predicted too unstable) per quantity, optionally
+per group.
 
     table = matris.evaluate.evaluate_file("test.extxyz", model="bundle.npz", by="split")
     print(matris.evaluate.markdown(table))
@@ -51,7 +53,8 @@ def frame_errors(frame: Frame, result: dict) -> dict[str, np.ndarray]:
 
 
 def summarise(errors: Sequence[dict[str, np.ndarray]]) -> dict[str, dict]:
-    """{quantity: {"unit", "structures", "values", "mae", "rmse"}} over a list of frame_errors."""
+    """{quantity: {"unit", "structures", "values", "mae", "rmse", "me"}} over a list of
+    frame_errors (me: mean of prediction - label)."""
     table = {}
     for name, (unit, _) in UNITS.items():
         parts = [e[name] for e in errors if name in e]
@@ -59,7 +62,8 @@ def summarise(errors: Sequence[dict[str, np.ndarray]]) -> dict[str, dict]:
             continue
         v = np.concatenate(parts)
         table[name] = {"unit": unit, "structures": len(parts), "values": int(v.size),
-                       "mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(v * v)))}
+                       "mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(v * v))),
+                       "me": float(np.mean(v))}
     return table
 
 
@@ -100,11 +104,11 @@ def evaluate_file(path: str | os.PathLike, model=None, dtype: str | None = None,
 
 
 def markdown(table: dict[str, dict[str, dict]]) -> str:
-    """One Markdown table: group, quantity, unit, structures, values, MAE, RMSE."""
-    lines = ["| group | quantity | unit | structures | values | MAE | RMSE |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    """One Markdown table: group, quantity, unit, structures, values, MAE, RMSE, ME."""
+    lines = ["| group | quantity | unit | structures | values | MAE | RMSE | ME (pred - label) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for group, rows in table.items():
         for name, r in rows.items():
             lines.append(f"| {group} | {name} | {r['unit']} | {r['structures']} | {r['values']} "
-                         f"| {r['mae']:.4g} | {r['rmse']:.4g} |")
+                         f"| {r['mae']:.4g} | {r['rmse']:.4g} | {r['me']:.4g} |")
     return "\n".join(lines)
