@@ -250,9 +250,21 @@ def test_results_table_leaves_out_quantities_without_labels():
 
 
 def test_fine_tuning_takes_the_stored_model_and_names_a_mismatch(data_file, trained, tmp_path):
+    """Fine-tuning data: Cu and Ni frames only, labelled with the stored model's own energies
+    shifted by +0.3 eV per Cu atom and -0.2 eV per Ni atom (as if from another functional).
+    The frozen references must absorb exactly that shift, and Al and Ag, absent from the new
+    data, must keep their stored references (a fresh fit would zero them)."""
     out, _ = trained
     start = matris.load(out / "model.npz")
-    cfg = run_config(data_file, tmp_path / "ft", optim={"epochs": 1, "learning_rate": 1e-9})
+    shift = {"Cu": 0.3, "Ni": -0.2}
+    frames = [f for f in emt_frames() if f.atoms.get_chemical_symbols()[0] in shift]
+    preds = matris.predict([f.atoms for f in frames], start, task="e", progress=False)
+    tuning_file = tmp_path / "shifted.extxyz"
+    write_extxyz(tuning_file, [
+        make_frame(f.atoms, energy=p["energy"] + shift[f.atoms.get_chemical_symbols()[0]]
+                   * f.n_atoms, forces=f.forces, stress=f.stress, magmoms=f.magmoms,
+                   info=f.info, source=f.source) for f, p in zip(frames, preds, strict=True)])
+    cfg = run_config(tuning_file, tmp_path / "ft", optim={"epochs": 1, "learning_rate": 1e-9})
     # no preset: the stored model; a runtime option may differ
     cfg["model"] = {"init_from": str(out / "model.npz"), "overrides": {"remat": True}}
     summary = train(from_dict(cfg), resume=False)
@@ -260,9 +272,17 @@ def test_fine_tuning_takes_the_stored_model_and_names_a_mismatch(data_file, trai
     assert tuned.config == start.config.replace(remat=True)
     assert summary["train_step_compilations"] == 1
     a, b = dict(start.params), dict(tuned.params)
-    a.pop("reference_energy"), b.pop("reference_energy")  # refitted on the run's train split
+    ref_a, ref_b = np.asarray(a.pop("reference_energy")), np.asarray(b.pop("reference_energy"))
+    assert ref_b[29 - 1] == pytest.approx(ref_a[29 - 1] + 0.3, abs=1e-4)  # Cu
+    assert ref_b[28 - 1] == pytest.approx(ref_a[28 - 1] - 0.2, abs=1e-4)  # Ni
+    assert ref_b[13 - 1] == ref_a[13 - 1] != 0 and ref_b[47 - 1] == ref_a[47 - 1] != 0  # Al, Ag
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(x, y, atol=1e-5)  # learning rate ~0: parameters kept
+    # and the tuned model reproduces the shifted labels from the first step
+    tuned_e = matris.predict([f.atoms for f in frames[:4]], tuned, task="e", progress=False)
+    for f, p, q in zip(frames, preds, tuned_e):
+        want = p["energy"] + shift[f.atoms.get_chemical_symbols()[0]] * f.n_atoms
+        assert q["energy"] == pytest.approx(want, abs=1e-3)
     cfg["model"] = {"preset": "tiny", "init_from": str(out / "model.npz"),
                     "overrides": dict(TINY["overrides"], atom_dim=8)}
     cfg["output"] = str(tmp_path / "ft2")

@@ -54,13 +54,21 @@ def composition_fractions(frames: Sequence[Frame]) -> np.ndarray:
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
 
-def fit_reference_energies(frames: Sequence[Frame]) -> np.ndarray:
-    """[94] w = lstsq(C, e) on frames with an energy (e = E / N); absent elements get 0."""
-    labelled = [f for f in frames if f.energy is not None]
+def fit_reference_energies(frames: Sequence[Frame],
+                           offsets: Sequence[float] | None = None) -> np.ndarray:
+    """[94] w = lstsq(C, e) on frames with an energy (e = E / N); absent elements get 0.
+
+    offsets: a total energy per frame (aligned with ``frames``) to subtract from its label
+    first, e.g. a model's predictions: then w is the per-element fit of what it misses."""
+    offsets = [0.0] * len(frames) if offsets is None else list(offsets)
+    if len(offsets) != len(frames):
+        raise ValueError(f"{len(offsets)} offsets for {len(frames)} frames")
+    pairs = [(f, o) for f, o in zip(frames, offsets) if f.energy is not None]
+    labelled = [f for f, _ in pairs]
     if not labelled:
         return np.zeros(MAX_Z)
     comp = composition_fractions(labelled)
-    per_atom = np.array([f.energy / f.n_atoms for f in labelled])
+    per_atom = np.array([(f.energy - o) / f.n_atoms for f, o in pairs])
     present = np.any(comp > 0, axis=0)
     weights = np.zeros(MAX_Z)
     weights[present] = np.linalg.lstsq(comp[:, present], per_atom, rcond=None)[0]

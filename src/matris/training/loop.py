@@ -28,9 +28,12 @@ from .step import (
     shard,
 )
 
+FINE_TUNE_FIT_FRAMES = 5000
+
 
 def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
-    """Fresh (or fine-tuning) parameters with the composition model fitted on train."""
+    """Fresh parameters with the composition model fitted on train, or the stored ones of
+    ``model.init_from`` with its references corrected for the new data (fine-tuning)."""
     if cfg.model.init_from:
         start = bundle.load(cfg.model.init_from)
         diff = config_mismatch(start.config, model_cfg)
@@ -38,15 +41,35 @@ def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
             raise ValueError(f"{cfg.model.init_from}: its model config differs from the run's "
                              f"({'; '.join(diff)}); leave model.preset empty to fine-tune "
                              f"the stored model as it is")
-        params = jax.tree_util.tree_map(np.asarray, start.astype(model_cfg.dtype).params)
+        params = dict(jax.tree_util.tree_map(np.asarray, start.astype(model_cfg.dtype).params))
+        refs = fine_tune_references(Model(model_cfg, params), train_split)
     else:
         from ..graph import pack
 
         batch, _ = pack(train_split.graphs[:1], budgets)
-        params = jax.tree_util.tree_map(np.asarray, init_params(model_cfg, batch, cfg.seed))
-    params = dict(params)
-    params["reference_energy"] = fit_reference_energies(train_split.frames).astype(model_cfg.dtype)
+        params = dict(jax.tree_util.tree_map(np.asarray, init_params(model_cfg, batch, cfg.seed)))
+        refs = fit_reference_energies(train_split.frames)
+    params["reference_energy"] = refs.astype(model_cfg.dtype)
     return params
+
+
+def fine_tune_references(start: Model, train_split, limit: int = FINE_TUNE_FIT_FRAMES):
+    """[94] reference energies for fine-tuning ``start``: its stored ones plus the per-element
+    least-squares fit of what it misses per atom (label - prediction) on the train frames.
+
+    The references are frozen in training, so they must fit the new labels from the first
+    step: a constant per-element offset of the new data (another functional or code) is
+    absorbed exactly, data of the same kind adds almost nothing, and elements the new data
+    lacks keep their stored values (a fresh fit would set them to 0 and break the model for
+    them).  Uses at most ``limit`` train frames, evenly spaced (one energy-only pass).
+    """
+    from ..predict import predict_graphs
+
+    stored = np.asarray(start.params["reference_energy"], np.float64)
+    step = max(1, -(-len(train_split.frames) // limit))
+    frames, graphs = train_split.frames[::step], train_split.graphs[::step]
+    predicted = [r["energy"] for r in predict_graphs(graphs, start, "e", progress=False)]
+    return stored + fit_reference_energies(frames, predicted)
 
 
 def evaluate(eval_step, params, split, budgets, k, mesh, loss_cfg, dtype) -> dict:
