@@ -45,3 +45,35 @@ def test_saved_bundle_follows_the_umask(tmp_path, umask):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # no temporary file left
     assert matris.load(path).metadata == model.metadata
+
+
+def test_unseen_elements_warn_once_and_name_the_structure():
+    """The shipped model lists its 88 training elements; a structure with one it never saw
+    (Po) warns, naming the element and the structure, once per calculator; known ones do
+    not warn; `matris.predict` names the structure by its index."""
+    import warnings
+
+    import numpy as np
+    from ase import Atoms
+    from ase.build import bulk
+
+    from matris.calculator import UnseenElementWarning
+
+    model = matris.load()
+    assert len(model.trained_elements) == 88 and 84 not in model.trained_elements
+    calc = matris.MatRISCalculator(model=model, task="e")
+    po = Atoms("Po", cell=[3.35] * 3, pbc=True)
+    po.calc = calc
+    with pytest.warns(UnseenElementWarning, match=r"Po in MatRISCalculator"):
+        assert np.isfinite(po.get_potential_energy())
+    fe = bulk("Fe", "bcc", a=2.87)
+    fe.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenElementWarning)
+        po.positions += 0.01
+        po.get_potential_energy()  # already reported by this calculator
+        fe.get_potential_energy()
+        matris.predict([fe], model, task="e", progress=False)
+    with pytest.warns(UnseenElementWarning, match=r"Po in structure 1"):
+        matris.predict([fe, Atoms("Po", cell=[3.35] * 3, pbc=True)], model, task="e",
+                       progress=False)

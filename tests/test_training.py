@@ -96,6 +96,7 @@ def test_train_compiles_once_learns_and_releases(trained):
     model = matris.load(out / "model.npz")
     ref = np.asarray(model.params["reference_energy"])
     assert ref[29 - 1] != 0 and ref[13 - 1] != 0  # composition model fitted (Cu, Al)
+    assert model.trained_elements == {13, 28, 29, 47}  # Al, Ni, Cu, Ag: bundle metadata
     # 20 steps only: the energy head starts at the composition model and must not get worse
     test_mae = summary["results"]["test"]["energy_mae"]
     assert test_mae < 1.2 * summary["baselines"]["test"]["energy_mae"]
@@ -270,6 +271,7 @@ def test_fine_tuning_takes_the_stored_model_and_names_a_mismatch(data_file, trai
     summary = train(from_dict(cfg), resume=False)
     tuned = matris.load(tmp_path / "ft" / "model.npz")
     assert tuned.config == start.config.replace(remat=True)
+    assert tuned.trained_elements == start.trained_elements  # Cu, Ni added to Al..Ag
     assert summary["train_step_compilations"] == 1
     a, b = dict(start.params), dict(tuned.params)
     ref_a, ref_b = np.asarray(a.pop("reference_energy")), np.asarray(b.pop("reference_energy"))

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Any
 
 import ase
 import jax
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
+from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import compile_cache
@@ -295,6 +297,34 @@ def structure_results(out: dict[str, np.ndarray], graph: int, atoms: slice,
     return res
 
 
+class UnseenElementWarning(UserWarning):
+    """A structure holds an element that the model's training data did not."""
+
+
+def warn_unseen_elements(model: Model, structures: list[tuple[str, np.ndarray]]) -> set[int]:
+    """Warn (once per call, naming elements and structures) about elements outside
+    ``model.trained_elements``: their reference energy and embedding are untrained, so
+    predictions for them are numbers without meaning.  structures: (label, numbers [n])
+    pairs.  Returns the unseen atomic numbers (empty when the model does not list its
+    elements)."""
+    known = model.trained_elements
+    if known is None:
+        return set()
+    where: dict[int, list[str]] = {}
+    for label, numbers in structures:
+        for z in sorted(set(np.unique(numbers).tolist()) - known):
+            where.setdefault(z, []).append(label)
+    if where:
+        detail = "; ".join(f"{chemical_symbols[z]} in {', '.join(labels[:3])}"
+                           + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+                           for z, labels in sorted(where.items()))
+        warnings.warn(f"elements outside this model's training data ({len(known)} elements): "
+                      f"{detail}. Their reference energies and embeddings are untrained, so "
+                      "energies, forces and stresses involving them are not meaningful.",
+                      UnseenElementWarning, stacklevel=3)
+    return set(where)
+
+
 class MatRISCalculator(Calculator):
     """ASE calculator: energy, free_energy, energies (per atom), forces, stress, magmoms.
 
@@ -313,7 +343,9 @@ class MatRISCalculator(Calculator):
     cell of its own (a molecule with a zero cell) it is not computed and ``get_stress`` raises
     PropertyNotImplementedError.
     Bad input (NaN positions, atoms closer than 0.1 A, unknown elements, empty structure,
-    singular periodic cell) raises ValueError naming the problem before any model call.
+    singular periodic cell) raises ValueError naming the problem before any model call.  An
+    element the model's training data lacked (bundle metadata "elements") gives an
+    `UnseenElementWarning`, once per element and calculator.
     ``compilations`` counts the executables this calculator compiled (0 if shared ones fit).
     """
 
@@ -331,6 +363,7 @@ class MatRISCalculator(Calculator):
         self.budgets = budgets
         self.headroom = headroom
         self.compilations = 0
+        self._checked: set[int] = set()  # elements already checked against the training data
 
     @property
     def dtype(self) -> str:
@@ -338,7 +371,11 @@ class MatRISCalculator(Calculator):
 
     def graph(self, atoms: ase.Atoms) -> StructureGraph:
         cfg = self.model.config
-        return graph_for(atoms, cfg, label="MatRISCalculator")
+        graph = graph_for(atoms, cfg, label="MatRISCalculator")
+        if not set(np.unique(atoms.numbers).tolist()) <= self._checked:
+            self._checked |= set(np.unique(atoms.numbers).tolist())
+            warn_unseen_elements(self.model, [("MatRISCalculator", atoms.numbers)])
+        return graph
 
     def predict_graph(self, graph: StructureGraph) -> dict[str, np.ndarray]:
         """Batched outputs for one structure, growing the budgets if it does not fit."""

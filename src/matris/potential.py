@@ -107,6 +107,13 @@ class Model:
     def num_params(self) -> int:
         return count_params(self.params)
 
+    @property
+    def trained_elements(self) -> frozenset[int] | None:
+        """Atomic numbers of the training data (bundle metadata "elements"), or None when
+        the bundle does not say (official checkpoints, older bundles)."""
+        elements = self.metadata.get("elements")
+        return None if elements is None else frozenset(int(z) for z in elements)
+
     def predictor(self, task: str = "efsm") -> Callable[[Any, GraphBatch], dict]:
         """The jitted predictor (params, batch) -> outputs; cached per (config, task)."""
         return jitted_predictor(self.config, task)

@@ -18,7 +18,13 @@ import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 from tqdm.auto import tqdm
 
-from .calculator import compiled_predictor, device_params, resolve_model, structure_results
+from .calculator import (
+    compiled_predictor,
+    device_params,
+    resolve_model,
+    structure_results,
+    warn_unseen_elements,
+)
 from .data.extxyz import read_structures
 from .graph import Budgets, StructureGraph, as_atoms, budgets_for, graph_for, iterate_batches
 from .graph import pack as pack_graphs
@@ -34,7 +40,9 @@ def build_graphs(atoms_list: Sequence[ase.Atoms], model: Model,
     """Validated graphs at the model's cutoffs; errors name the structure."""
     cfg = model.config
     labels = labels or [f"structure {k}" for k in range(len(atoms_list))]
-    return [graph_for(a, cfg, label) for a, label in zip(atoms_list, labels, strict=True)]
+    graphs = [graph_for(a, cfg, label) for a, label in zip(atoms_list, labels, strict=True)]
+    warn_unseen_elements(model, [(label, a.numbers) for a, label in zip(atoms_list, labels)])
+    return graphs
 
 
 def inference_budgets(graphs: Sequence[StructureGraph], batch_size: int = DEFAULT_BATCH_SIZE,

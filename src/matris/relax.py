@@ -36,6 +36,7 @@ from .calculator import (
     grow_budgets,
     resolve_model,
     structure_results,
+    warn_unseen_elements,
 )
 from .graph import Budgets, as_atoms, graph_for, pack
 from .graph.batch import graph_sizes
@@ -304,6 +305,8 @@ class BatchRelaxer:
         atoms_list = [as_atoms(s) for s in structures]
         cfg = self.model.config
         graphs = [graph_for(a, cfg, f"structure {k}") for k, a in enumerate(atoms_list)]
+        warn_unseen_elements(self.model, [(f"structure {k}", a.numbers)
+                                          for k, a in enumerate(atoms_list)])
         if not graphs:
             return []
         sizes = graph_sizes(graphs)

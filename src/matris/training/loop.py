@@ -32,8 +32,11 @@ FINE_TUNE_FIT_FRAMES = 5000
 
 
 def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
-    """Fresh parameters with the composition model fitted on train, or the stored ones of
-    ``model.init_from`` with its references corrected for the new data (fine-tuning)."""
+    """(params, elements): fresh parameters with the composition model fitted on train, or
+    the stored ones of ``model.init_from`` with its references corrected for the new data
+    (fine-tuning); elements: the sorted atomic numbers the model has been trained on (the
+    train split's, plus the stored model's; None when the stored model does not say)."""
+    elements = sorted({int(z) for f in train_split.frames for z in f.atoms.numbers})
     if cfg.model.init_from:
         start = bundle.load(cfg.model.init_from)
         diff = config_mismatch(start.config, model_cfg)
@@ -43,6 +46,8 @@ def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
                              f"the stored model as it is")
         params = dict(jax.tree_util.tree_map(np.asarray, start.astype(model_cfg.dtype).params))
         refs = fine_tune_references(Model(model_cfg, params), train_split)
+        before = start.trained_elements
+        elements = None if before is None else sorted(before | set(elements))
     else:
         from ..graph import pack
 
@@ -50,7 +55,7 @@ def initial_params(cfg: TrainConfig, model_cfg, train_split, budgets):
         params = dict(jax.tree_util.tree_map(np.asarray, init_params(model_cfg, batch, cfg.seed)))
         refs = fit_reference_energies(train_split.frames)
     params["reference_energy"] = refs.astype(model_cfg.dtype)
-    return params
+    return params, elements
 
 
 def fine_tune_references(start: Model, train_split, limit: int = FINE_TUNE_FIT_FRAMES):
@@ -109,7 +114,8 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
     epoch_steps = count_steps(splits["train"], budgets, k, cfg.seed, cfg.optim.epochs,
                               cfg.batch.lookahead)
     total_steps = sum(epoch_steps)
-    params = initial_params(cfg, model_cfg, splits["train"], budgets)
+    params, elements = initial_params(cfg, model_cfg, splits["train"], budgets)
+    known = {} if elements is None else {"elements": elements}  # bundle metadata
     optimizer = make_optimizer(cfg.optim, total_steps, params)
     state = init_state(params, optimizer)
     ckpt = Checkpoints(out / "checkpoints", cfg.checkpoint.keep)
@@ -181,11 +187,11 @@ def train(cfg: TrainConfig, resume: bool = True) -> dict:
             if val and (progress["best_val"] is None or val["loss"] < progress["best_val"]):
                 progress["best_val"] = val["loss"]
                 bundle.save(Model(model_cfg, jax.device_get(state.ema_params),
-                                  {"epoch": epoch + 1, "val": val}), out / "best.npz")
+                                  {"epoch": epoch + 1, "val": val, **known}), out / "best.npz")
         ckpt.save(int(state.step), state, progress)
     log.close()
     ckpt.close()
-    final = Model(model_cfg, jax.device_get(state.ema_params), {"name": cfg.name})
+    final = Model(model_cfg, jax.device_get(state.ema_params), {"name": cfg.name, **known})
     results = {name: evaluate(eval_step, final.params, split, eval_budgets, k, mesh, cfg.loss,
                               dtype) for name, split in splits.items() if split.frames}
     summary = finish_report(cfg, final, results, baselines(splits, final.params), out,
