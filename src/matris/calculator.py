@@ -372,8 +372,9 @@ class MatRISCalculator(Calculator):
     def graph(self, atoms: ase.Atoms) -> StructureGraph:
         cfg = self.model.config
         graph = graph_for(atoms, cfg, label="MatRISCalculator")
-        if not set(np.unique(atoms.numbers).tolist()) <= self._checked:
-            self._checked |= set(np.unique(atoms.numbers).tolist())
+        present = set(np.unique(atoms.numbers).tolist())
+        if not present <= self._checked:  # new elements for this calculator: check them once
+            self._checked |= present
             warn_unseen_elements(self.model, [("MatRISCalculator", atoms.numbers)])
         return graph
 
