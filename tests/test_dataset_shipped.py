@@ -259,18 +259,12 @@ def test_no_pair_inside_the_core_repulsion(frames):
     """No pair of any frame is closer than the shipped model's core-repulsion radius (0.5 of
     the covalent-radius sum), so that term adds exactly nothing on the data set
     (`matris.nn.repulsion`); the closest pair is at 0.58 of it (U-U, 1500 K MD)."""
-    import json
-    import zipfile
-
     from ase.data import covalent_radii
     from matscipy.neighbours import neighbour_list
 
-    from matris.bundle import DEFAULT_MODEL, MODELS_DIR
-    from matris.config import MatRISConfig
+    import matris
 
-    with zipfile.ZipFile(MODELS_DIR / f"{DEFAULT_MODEL}.npz") as bundle:
-        config = json.loads(np.load(bundle.open("__config__.npy")).tobytes())
-    fraction = MatRISConfig.from_dict(config).core_repulsion
+    fraction = matris.load().config.core_repulsion
     closest = np.inf
     for atoms in frames:
         i, j, d = neighbour_list("ijd", atoms, 3.0)

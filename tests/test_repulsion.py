@@ -107,8 +107,8 @@ def test_smooth_at_switch_radius(models):
 
 def test_shipped_model_repels_at_short_range():
     """The shipped model: dimers that the training data never brought closer than ~0.6 of
-    their covalent-radius sum cost more energy the closer they get (no hole), and a dimer at
-    0.5 A is far above its energy at 2.5 A."""
+    their covalent-radius sum cost more energy the closer they get (no hole) below 0.4 of
+    that sum, and a dimer at 0.3 A is far above its energy at 2.5 A."""
     model = matris.load()
     assert model.config.core_repulsion == FRACTION
     calc = matris.MatRISCalculator(model=model)
@@ -122,7 +122,6 @@ def test_shipped_model_repels_at_short_range():
         far = dimer(symbols, 2.5)
         far.calc = calc
         assert energies[0] > far.get_potential_energy() + 10.0, symbols
-
 
 
 def test_parameter_gradient_of_force_loss_is_finite(models):

@@ -2,7 +2,7 @@
 
 A network trained on near-equilibrium and thermal frames has never seen two atoms at half a
 bond length, and nothing stops it from predicting a deep hole there: the shipped model put a
-Fe-Fe dimer at 0.6 A 1.2 eV *below* its 2.5 A energy.  A relaxation from a bad guess or a hot
+Fe-Fe dimer at 0.6 A 0.4 eV *below* its 2.5 A energy.  A relaxation from a bad guess or a hot
 MD run that pushes two atoms together then falls in.  With ``MatRISConfig.core_repulsion = f``
 the energy gains, for every pair closer than f times the sum of the two covalent radii,
 
@@ -14,7 +14,7 @@ k = e^2 / (4 pi eps0) = 14.399645 eV A, R the covalent radii of ``ase.data``, an
 polynomial cutoff envelope (p = 8): smooth (C^2) at the switch-off radius and near 1 well
 inside it.  The term has no parameters.  With f = 0.5 it is exactly zero on every frame of
 the shipped training set (whose closest pair is 0.58 of its covalent-radius sum), so a model
-trained without it predicts the same numbers there with it.
+trained without it predicts the same energies there with it (forces to float32 rounding).
 """
 
 from __future__ import annotations
